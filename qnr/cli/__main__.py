@@ -1,0 +1,5 @@
+import sys
+
+from qnr.cli import main
+
+sys.exit(main())

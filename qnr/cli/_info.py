@@ -1,0 +1,36 @@
+"""``qnr info``: versions, devices and the teacher's zero-predictor error."""
+
+from __future__ import annotations
+
+from qnr.cli._common import add_common_flags, setup_precision
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="versions, devices, and a teacher's Q0")
+    add_common_flags(p)
+    p.add_argument("--teacher", default="mp", choices=["mp", "power-law"])
+    p.add_argument("--kappa-star", type=float, default=0.5)
+    p.add_argument("--gamma", type=float, default=1.0)
+    p.add_argument("--delta", type=float, default=0.0, help="label-noise variance Delta")
+    p.set_defaults(func=run)
+
+
+def run(args) -> dict:
+    setup_precision(args)
+    import jax
+
+    from qnr import __version__
+    from qnr.model import test_error
+    from qnr.teachers import teacher_from_name
+
+    teacher = teacher_from_name(args.teacher, kappa_star=args.kappa_star, gamma=args.gamma)
+    q0 = float(teacher.Q0)
+    return {
+        "qnr": __version__,
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(dev) for dev in jax.devices()],
+        "teacher": args.teacher,
+        "Q0": q0,
+        "e_test_zero_predictor": float(test_error(q0, args.delta)),
+    }
