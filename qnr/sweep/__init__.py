@@ -1,0 +1,46 @@
+"""Resumable, sharded parameter sweeps.
+
+A sweep (``qnr sweep CONFIG.toml`` or :func:`run_sweep`) is a grid over swept floats (vmapped,
+one compilation per group), static axes (groups), and seeds. The grid's batch axis is
+sharded over all devices with ``jax.sharding`` (1-d ``Auto`` mesh named ``"batch"``), each
+device vmaps its shard, and results are written chunk by chunk to Parquet so an interrupted
+sweep resumes where it stopped. :func:`load` returns a ``pandas.DataFrame`` with one row per
+(grid point, seed).
+
+Many hosts: call ``jax.distributed.initialize()`` on every process before the sweep (the
+``qnr sweep --distributed`` flag does it; on a TPU pod slice and under SLURM the coordinator,
+process count and index are auto-detected, otherwise pass them via ``JAX_COORDINATOR_ADDRESS``
+/ ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``). Every process runs the same command on the same
+config; the mesh spans all processes' devices; process 0 writes the results (use a shared
+filesystem for ``--out`` so reruns see the finished chunks). E.g. under SLURM::
+
+    srun --ntasks=4 --gpus-per-task=8 qnr sweep big.toml --distributed --out /shared/run1
+"""
+
+from qnr.sweep._config import SweepConfig, load_config, parse_axis_values
+from qnr.sweep._engine import ShardedMap, batch_mesh, padded_size
+from qnr.sweep._grid import Chunk, Group, expand_grid, make_chunks
+from qnr.sweep._run import SweepReport, resolve_task, run_sweep, seed_keys
+from qnr.sweep._store import load, load_metadata
+from qnr.sweep._task import PointFn, Task
+
+__all__ = [
+    "SweepConfig",
+    "load_config",
+    "parse_axis_values",
+    "Task",
+    "PointFn",
+    "ShardedMap",
+    "batch_mesh",
+    "padded_size",
+    "Group",
+    "Chunk",
+    "expand_grid",
+    "make_chunks",
+    "SweepReport",
+    "run_sweep",
+    "resolve_task",
+    "seed_keys",
+    "load",
+    "load_metadata",
+]
