@@ -1,0 +1,175 @@
+"""Thresholds of THEORY.md section 3 against published values, the independent scipy
+reference (benchmarks/_scipy_reference.py), a Monte-Carlo statistical dimension, and finite
+differences for the implicit gradients."""
+
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+import pytest
+
+from qnr.theory.thresholds import (
+    alpha_bo,
+    alpha_sr,
+    kappa_min,
+    semicircle_partial_moments,
+    strong_recovery,
+)
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import _scipy_reference as ref  # noqa: E402
+
+
+def central_fd(f, x, h=1e-5):
+    return (f(x + h) - f(x - h)) / (2 * h)
+
+
+# --- semicircle moments and alpha_BO -------------------------------------------------------
+
+
+def test_semicircle_moments_match_quadrature():
+    from scipy import integrate
+
+    for s in [-1.5, 0.0, 0.3, 1.2, 1.9]:
+        got = [float(m) for m in semicircle_partial_moments(s)]
+        want = [
+            integrate.quad(lambda x, j=j: x**j * np.sqrt(4 - x * x) / (2 * np.pi), s, 2)[0]
+            for j in range(3)
+        ]
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
+
+
+def test_alpha_bo_closed_form(strict_promotion):
+    k = jnp.array([0.1, 0.5, 0.9, 1.0, 3.0])
+    np.testing.assert_allclose(alpha_bo(k), [0.095, 0.375, 0.495, 0.5, 0.5], rtol=1e-14)
+    assert jax.grad(alpha_bo)(0.3) == pytest.approx(0.7, rel=1e-14)
+    assert jax.grad(alpha_bo)(2.0) == 0.0
+
+
+# --- strong recovery --------------------------------------------------------------------------
+
+
+def test_alpha_sr_published_values(strict_promotion):
+    sol = strong_recovery(jnp.array([0.1, 0.5, 0.9]))
+    assert np.all(sol.result == optx.RESULTS.successful)
+    np.testing.assert_allclose(sol.alpha_SR, [0.157572, 0.422175, 0.497405], atol=6e-7)
+    assert float(sol.s_star[1]) == pytest.approx(0.291971, abs=6e-7)
+    assert float(sol.kappa_min[1]) == pytest.approx(0.7037, abs=6e-5)
+
+
+@pytest.mark.parametrize("k", [0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99])
+def test_strong_recovery_matches_scipy_reference(k):
+    sol = strong_recovery(k)
+    assert float(sol.alpha_SR) == pytest.approx(ref.alpha_sr(k), rel=1e-11)
+    assert float(sol.kappa_min) == pytest.approx(ref.kappa_min(k), rel=1e-11)
+    assert float(sol.s_star) == pytest.approx(ref._s_star(k), rel=1e-10)
+    # rank-constrained students between kappa* and kappa_min
+    kmin = ref.kappa_min(k)
+    for kappa in [k + 0.1 * (kmin - k), k + 0.5 * (kmin - k), k + 0.95 * (kmin - k)]:
+        assert float(alpha_sr(k, kappa)) == pytest.approx(ref.alpha_sr(k, kappa), rel=1e-10)
+
+
+def test_strong_recovery_limits_and_ordering():
+    k = 0.5
+    kmin = float(kappa_min(k))
+    kappas = jnp.linspace(k, kmin, 9)
+    a = np.asarray(alpha_sr(k, kappas))
+    # a narrower (rank-constrained) student needs fewer samples: alpha_SR(kappa*) = alpha_BO,
+    # increasing continuously up to the unconstrained alpha_SR at kappa_min
+    assert a[0] == pytest.approx(float(alpha_bo(k)), abs=1e-7)
+    assert np.all(np.diff(a) > 0)
+    assert a[-1] == pytest.approx(float(alpha_sr(k)), abs=1e-9)
+    assert float(alpha_sr(k, kmin + 0.1)) == float(alpha_sr(k))
+    # impossible: student narrower than the teacher
+    assert float(alpha_sr(k, 0.4)) == np.inf
+    # bounds: alpha_BO <= alpha_SR <= 1/2, and the kappa* -> 1 limit
+    ks = jnp.linspace(0.01, 0.999, 40)
+    sr = np.asarray(alpha_sr(ks))
+    assert np.all(sr >= np.asarray(alpha_bo(ks)) - 1e-15) and np.all(sr < 0.5)
+    assert float(alpha_sr(0.9999)) == pytest.approx(0.5, abs=1e-4)
+    # full-rank teacher
+    full = strong_recovery(jnp.array([1.0, 2.0]))
+    np.testing.assert_array_equal(full.alpha_SR, [0.5, 0.5])
+    np.testing.assert_array_equal(full.kappa_min, [1.0, 1.0])
+    assert float(alpha_sr(2.0, 0.9)) == np.inf
+
+
+def _mc_statistical_dimension(k, kappa, d, n_rep, seed):
+    """alpha = min_tau E dist^2(G, tau * subdiff Tr|PSD at rank k d) / (2 d^2), G a GOE with
+    off-diagonal N(0, 1): ||G11 - tau I||^2 + 2 ||G12||^2 + sum of the top (kappa - k) d
+    (all if unconstrained) of (eig(G22) - tau)_+^2."""
+    from scipy import optimize
+
+    rng = np.random.default_rng(seed)
+    r = int(round(k * d))
+    keep = d - r if kappa is None else int(round((kappa - k) * d))
+    samples = []
+    for _ in range(n_rep):
+        a = rng.standard_normal((d, d))
+        g = (a + a.T) / np.sqrt(2)
+        g11 = g[:r, :r]
+        off = np.sum(g11**2) - np.sum(np.diag(g11) ** 2)
+        ev = np.sort(np.linalg.eigvalsh(g[r:, r:]))[::-1][:keep]
+        samples.append((off, np.diag(g11).copy(), 2 * np.sum(g[:r, r:] ** 2), ev))
+
+    def risk(tau):
+        tot = 0.0
+        for off, diag, cross, ev in samples:
+            tot += off + np.sum((diag - tau) ** 2) + cross + np.sum(np.maximum(ev - tau, 0) ** 2)
+        return tot / n_rep / (2 * d * d)
+
+    res = optimize.minimize_scalar(risk, bounds=(0, 2 * np.sqrt(d)), method="bounded")
+    return res.fun
+
+
+@pytest.mark.parametrize("k, kappa", [(0.5, None), (0.2, None), (0.5, 0.6)])
+def test_alpha_sr_is_the_statistical_dimension(k, kappa):
+    """Independent Monte-Carlo check of the closed form (finite d = 400: O(1/d) bias)."""
+    mc = _mc_statistical_dimension(k, kappa, d=400, n_rep=3, seed=0)
+    assert mc == pytest.approx(float(alpha_sr(k, kappa)), abs=5e-3)
+
+
+def test_gradients_match_finite_differences():
+    def check(f, x):
+        g = float(jax.grad(f)(x))
+        fd = float(central_fd(f, x))
+        assert g == pytest.approx(fd, rel=1e-6), (g, fd)
+
+    for k in [0.1, 0.5, 0.9]:
+        check(lambda t: alpha_sr(t), k)
+        check(lambda t: kappa_min(t), k)
+        check(lambda t: strong_recovery(t).s_star, k)
+    # rank-constrained: derivative in kappa* and in kappa
+    check(lambda t: alpha_sr(t, 0.6), 0.5)
+    check(lambda t: alpha_sr(0.5, t), 0.6)
+    check(lambda t: alpha_sr(0.2, t), 0.3)
+
+
+def test_vmap_jit_and_batch_consistency():
+    ks = jnp.linspace(0.05, 0.95, 7)
+    kappas = jnp.full_like(ks, 0.8)
+    batch = strong_recovery(ks, kappas)
+    single = [float(alpha_sr(float(k), 0.8)) for k in ks]
+    np.testing.assert_allclose(batch.alpha_SR, single, rtol=1e-13)
+    jitted = jax.jit(lambda k: strong_recovery(k).alpha_SR)
+    np.testing.assert_allclose(jitted(ks), alpha_sr(ks), rtol=1e-14)
+    grads = jax.vmap(jax.grad(lambda k: alpha_sr(k)))(ks)
+    assert np.all(np.isfinite(grads)) and np.all(grads > 0)
+
+
+def test_failure_is_a_result_code():
+    sol = strong_recovery(jnp.array([0.3, 0.6]), max_steps=1)
+    assert np.all(sol.result != optx.RESULTS.successful)
+    assert np.all(np.isnan(sol.alpha_SR))
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match="kappa_star"):
+        alpha_sr(0.0)
+    with pytest.raises(ValueError, match="kappa_star"):
+        alpha_bo(-1.0)
+    with pytest.raises(ValueError, match="kappa"):
+        alpha_sr(0.5, -0.2)
