@@ -44,7 +44,7 @@ TOY_SOURCE = textwrap.dedent(
     TRACES = []
 
 
-    def build(static, options):
+    def build(static, options, floats):
         d = static["d"]
         sleep = float(options["sleep"])
 
@@ -93,7 +93,7 @@ TOY_SOURCE = textwrap.dedent(
         name="toy-theory",
         float_axes={"alpha": None, "delta": 0.0},
         static_axes={"d": 10},
-        build=lambda s, o: (lambda p, k: {"closed": p["alpha"] + p["delta"]}),
+        build=lambda s, o, f: (lambda p, k: {"closed": p["alpha"] + p["delta"]}),
         per_seed=False,
     )
     """
@@ -215,9 +215,9 @@ def test_expand_grid_groups_and_chunks(toy, tmp_path):
 
 def test_task_rejects_reserved_or_duplicate_axes():
     with pytest.raises(ValueError, match="reserved"):
-        Task("t", {"seed": 0.0}, {}, build=lambda s, o: None)
+        Task("t", {"seed": 0.0}, {}, build=lambda s, o, f: None)
     with pytest.raises(ValueError, match="both"):
-        Task("t", {"d": 0.0}, {"d": 3}, build=lambda s, o: None)
+        Task("t", {"d": 0.0}, {"d": 3}, build=lambda s, o, f: None)
 
 
 # ---------------------------------------------------------------- engine

@@ -179,7 +179,7 @@ def run_sweep(
     for chunk in todo:
         group = groups[chunk.group]
         if chunk.group not in maps:
-            fn = task.build(dict(group.static), dict(options))
+            fn = task.build(dict(group.static), dict(options), dict(group.floats))
             maps[chunk.group] = ShardedMap(fn, config.chunk_size, mesh=mesh)
         tc = time.perf_counter()
         sl = slice(chunk.start, chunk.stop)

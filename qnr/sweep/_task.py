@@ -37,8 +37,10 @@ class Task:
             Their values are passed to the point function as JAX scalars and ``vmap``-ed.
         static_axes: axes that change shapes or code paths (``d``, ``teacher``, ``solver``),
             with defaults (``None``: required). Each combination is a group, compiled once.
-        build: ``build(static, options) -> PointFn``; ``static`` maps every static axis to
-            its value for one group, ``options`` is the config's ``[options]`` table.
+        build: ``build(static, options, floats) -> PointFn``; ``static`` maps every static
+            axis to its value for one group, ``options`` is the config's ``[options]`` table
+            (task defaults filled in), ``floats`` maps each float axis to the array of all
+            its values in the group (e.g. to allocate for the largest ``n``).
         per_seed: whether the outputs depend on the seed. If not, the results hold one row
             per grid point (with ``seed = -1``) instead of one per (point, seed).
         validate: optional ``validate(grid)`` raising ``ValueError`` for bad axis values
@@ -50,7 +52,7 @@ class Task:
     name: str
     float_axes: Mapping[str, float | None]
     static_axes: Mapping[str, Any]
-    build: Callable[[Mapping[str, Any], Mapping[str, Any]], PointFn]
+    build: Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], PointFn]
     per_seed: bool = True
     validate: Callable[[Mapping[str, tuple]], None] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
