@@ -4,7 +4,16 @@
 ``qnr.spectra`` or ``qnr.theory``; tests compare the two.
 """
 
+from qnr.sim.convex import ProximalGradient, psd_prox, solve_convex
 from qnr.sim.data import Dataset, make_dataset, make_dataset_from_matrix, n_samples
+from qnr.sim.erm import RANK_RTOL, RESULTS, ERMProblem, ERMSolution, numerical_rank
+from qnr.sim.network import (
+    OPTIMIZERS,
+    NetworkSolver,
+    init_weights,
+    network_loss,
+    train_network,
+)
 from qnr.sim.sensing import adjoint_sensing, apply_sensing, network_output
 
 __all__ = [
@@ -15,4 +24,18 @@ __all__ = [
     "apply_sensing",
     "adjoint_sensing",
     "network_output",
+    # ERM simulators
+    "ERMProblem",
+    "ERMSolution",
+    "RESULTS",
+    "RANK_RTOL",
+    "numerical_rank",
+    "ProximalGradient",
+    "solve_convex",
+    "psd_prox",
+    "NetworkSolver",
+    "OPTIMIZERS",
+    "train_network",
+    "init_weights",
+    "network_loss",
 ]
