@@ -396,3 +396,75 @@ def test_max_chunks_then_resume(toy, tmp_path):
     assert r2.chunks_skipped == 3 and r2.chunks_computed == 5
     assert load(tmp_path / "out").attrs["complete"]
     assert Path(tmp_path / "out" / "metadata.json").is_file()
+
+
+# ---------------------------------------------------------------- built-in simulation task
+
+
+def _sim_config(**grid):
+    base = {"alpha": (0.3, 0.6), "lam": (0.05,), "delta": (0.1,), "d": (8,)}
+    base.update(grid)
+    return SweepConfig(
+        kind="simulation", grid=base, seeds=(0, 1), chunk_size=4, options={"rtol": 1e-12}
+    )
+
+
+def test_simulation_task_equals_direct_solve_on_truncated_data(tmp_path):
+    """The sweep allocates n_max samples and masks; the result at each alpha must equal a
+    direct solve on the first n = round(alpha d^2) samples of the same data."""
+    from qnr.sim import ERMProblem, ProximalGradient, make_dataset, solve_convex
+    from qnr.teachers import MarchenkoPastur
+
+    cfg = _sim_config()
+    run_sweep(cfg, tmp_path / "out", quiet=True)
+    df = load(tmp_path / "out")
+    assert len(df) == 4 and (df["result"] == 0).all()
+    keys = seed_keys(cfg.seed, cfg.seeds)
+    d, n_max = 8, round(0.6 * 64)
+    for row in df.itertuples():
+        k_data, _ = jax.random.split(keys[row.seed])
+        data = make_dataset(k_data, MarchenkoPastur(0.5), d, n_max, noise=0.1)
+        n = round(row.alpha * d * d)
+        prob = ERMProblem(data.X[:n], data.y[:n], 0.05)
+        sol = solve_convex(prob, ProximalGradient(rtol=1e-12), S_star=data.S_star, noise=0.1)
+        np.testing.assert_allclose(row.E, float(sol.E), rtol=1e-8)
+        np.testing.assert_allclose(row.e_train, float(sol.e_train), rtol=1e-8)
+        np.testing.assert_allclose(row.e_test, (row.E + 0.05) / 2, rtol=1e-12)
+
+
+def test_simulation_large_lam_gives_zero_predictor(tmp_path):
+    """For lam above ||grad f(0)||'s top eigenvalue * d the minimiser is S = 0 exactly, so
+    E = Tr S*^2/d of the sampled teacher (closed form) and the rank is 0."""
+    from qnr.teachers import MarchenkoPastur
+
+    cfg = _sim_config(lam=(1e3,))
+    run_sweep(cfg, tmp_path / "out", quiet=True)
+    df = load(tmp_path / "out")
+    keys = seed_keys(cfg.seed, cfg.seeds)
+    for row in df.itertuples():
+        k_data, _ = jax.random.split(keys[row.seed])
+        k_teacher, _ = jax.random.split(k_data)
+        S = MarchenkoPastur(0.5).sample(k_teacher, 8)
+        np.testing.assert_allclose(row.E, float(jnp.sum(S**2) / 8), rtol=1e-10)
+        assert row.rank == 0.0
+
+
+def test_simulation_sweep_on_eight_devices_equals_one(tmp_path):
+    toml = tmp_path / "sim.toml"
+    toml.write_text(
+        'kind = "simulation"\nchunk_size = 3\n[grid]\nalpha = [0.2, 0.4, 0.6]\n'
+        "lam = [0.01, 0.1]\ndelta = 0.1\nd = 8\nseeds = 2\n[options]\nmax_steps = 5000\n"
+    )
+    frames = {}
+    for n in (1, 8):
+        env = _env(tmp_path, n)
+        res = _qnr(
+            ["sweep", str(toml), "--out", str(tmp_path / f"o{n}"), "--json"], env, timeout=300
+        )
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["device_count"] == n
+        frames[n] = load(tmp_path / f"o{n}")
+    import pandas as pd
+
+    assert len(frames[1]) == 12 and (frames[1]["result"] == 0).all()
+    pd.testing.assert_frame_equal(frames[1], frames[8], check_exact=False, rtol=1e-9)
