@@ -7,6 +7,7 @@
 from qnr.sim.convex import ProximalGradient, psd_prox, solve_convex
 from qnr.sim.data import Dataset, make_dataset, make_dataset_from_matrix, n_samples
 from qnr.sim.erm import RANK_RTOL, RESULTS, ERMProblem, ERMSolution, numerical_rank
+from qnr.sim.gamp import GAMPRIE, GAMPSolution, gamp_rie, simulate_gamp
 from qnr.sim.network import (
     OPTIMIZERS,
     NetworkSolver,
@@ -14,6 +15,7 @@ from qnr.sim.network import (
     network_loss,
     train_network,
 )
+from qnr.sim.rie import RIEEstimate, empirical_hilbert, rie, rie_denoise, sample_goe
 from qnr.sim.sensing import adjoint_sensing, apply_sensing, network_output
 
 __all__ = [
@@ -24,6 +26,16 @@ __all__ = [
     "apply_sensing",
     "adjoint_sensing",
     "network_output",
+    # Bayes-optimal baseline: RIE and GAMP-RIE
+    "RIEEstimate",
+    "rie",
+    "rie_denoise",
+    "empirical_hilbert",
+    "sample_goe",
+    "GAMPRIE",
+    "GAMPSolution",
+    "gamp_rie",
+    "simulate_gamp",
     # ERM simulators
     "ERMProblem",
     "ERMSolution",
