@@ -15,6 +15,16 @@ from qnr.sim.network import (
     network_loss,
     train_network,
 )
+from qnr.sim.online import (
+    DynamicsTrace,
+    OnlineProblem,
+    full_batch_gd,
+    full_batch_gd_sweep,
+    log_steps,
+    online_sgd,
+    online_sgd_sweep,
+    population_risk,
+)
 from qnr.sim.rie import RIEEstimate, empirical_hilbert, rie, rie_denoise, sample_goe
 from qnr.sim.sensing import adjoint_sensing, apply_sensing, network_output
 
@@ -26,6 +36,15 @@ __all__ = [
     "apply_sensing",
     "adjoint_sensing",
     "network_output",
+    # training dynamics (online SGD, full-batch GD)
+    "OnlineProblem",
+    "DynamicsTrace",
+    "online_sgd",
+    "online_sgd_sweep",
+    "full_batch_gd",
+    "full_batch_gd_sweep",
+    "log_steps",
+    "population_risk",
     # Bayes-optimal baseline: RIE and GAMP-RIE
     "RIEEstimate",
     "rie",
