@@ -190,11 +190,13 @@ class AtomicConvolution(SemicircleConvolution):
         ends = jnp.where(valid, ends, R)
         return starts, ends, valid, n_open
 
+    @eqx.filter_jit
     def num_gaps(self) -> Array:
         """Number of gaps in the support (``num_intervals - 1`` when all are resolved); if it
         exceeds ``max_intervals - 1`` the quadrature integrates across the smallest gaps."""
         return self._u_intervals()[3]
 
+    @eqx.filter_jit
     def support(self) -> Support:
         ua, ub, valid, _ = self._u_intervals()
         t, p, xi = self._args
@@ -255,6 +257,7 @@ class AtomicConvolution(SemicircleConvolution):
         u_low = jnp.where(cut, u_cut, ua)
         return u_low, lower < xb
 
+    @eqx.filter_jit
     def quadrature(self, lower=-jnp.inf) -> Quadrature:
         ua, ub, valid, _ = self._u_intervals()
         lower = jnp.asarray(lower, dtype=self.xi.dtype)
@@ -273,6 +276,7 @@ class AtomicConvolution(SemicircleConvolution):
         u = safe_newton(_invert_fn, args, lo, hi, increasing=True)
         return newton_polish(_invert_fn, args, u)
 
+    @eqx.filter_jit
     def boundary_values(self, x):
         x = jnp.asarray(x, dtype=self.xi.dtype)
         t, p, xi = self._args
@@ -280,6 +284,7 @@ class AtomicConvolution(SemicircleConvolution):
         _, v, _ = _x_of_u(u, t, p, xi)
         return v / (jnp.pi * xi), (x - u) / xi
 
+    @eqx.filter_jit
     def stieltjes(self, z):
         """Newton on ``w + xi G(w) = z`` in the upper half plane (start ``w = z + i sqrt(xi)``;
         steps that would leave ``Im w >= Im z`` are halved), then ``g = (z - w)/xi``."""

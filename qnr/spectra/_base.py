@@ -22,7 +22,6 @@ import functools
 from collections.abc import Callable
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Complex, Float
@@ -133,20 +132,24 @@ class SemicircleConvolution(eqx.Module):
         """``H(x) = p.v. int rho_xi(t)/(x - t) dt = Re g(x + i0)``."""
         return self.boundary_values(x)[1]
 
+    @eqx.filter_jit
     def integrate(self, f: Callable, lower=-jnp.inf) -> Array:
         """``int_{lower}^{inf} f(x, rho(x), H(x)) dx`` over the support, with edge-aware
         quadrature (``f`` is vectorised over nodes; include the factor ``rho`` yourself, e.g.
         ``f = lambda x, r, h: r**3`` gives ``int rho^3 dx``)."""
         return self.quadrature(lower).integrate(f)
 
+    @eqx.filter_jit
     def mass_above(self, level) -> Array:
         """``rho_xi([level, inf))``."""
         return self.integrate(lambda x, r, h: r, level)
 
+    @eqx.filter_jit
     def moment(self, k: int) -> Array:
         """``int x^k rho_xi(x) dx``."""
         return self.integrate(lambda x, r, h: x**k * r)
 
+    @eqx.filter_jit
     def level_with_mass_above(self, mass) -> Array:
         """The level ``omega`` with ``rho_xi([omega, inf)) = mass`` (``0 < mass < 1``);
         differentiable (implicit function theorem: ``d omega = dM / rho(omega)``)."""

@@ -84,6 +84,7 @@ class MPConvolution(SemicircleConvolution):
         return 1 + 1 / self.kappa_star
 
     # ---- support ----------------------------------------------------------------------------
+    @eqx.filter_jit
     def support(self) -> Support:
         k, s = self.kappa_star, self.xi
         coeffs = mp_edge_quartic(k, s)
@@ -107,6 +108,7 @@ class MPConvolution(SemicircleConvolution):
         return Support(lo, hi, valid)
 
     # ---- quadrature -------------------------------------------------------------------------
+    @eqx.filter_jit
     def quadrature(self, lower=-jnp.inf) -> Quadrature:
         sup = self.support()
         lower = jnp.asarray(lower, dtype=self.xi.dtype)
@@ -130,6 +132,7 @@ class MPConvolution(SemicircleConvolution):
         zz = jnp.asarray(z)[..., None]
         return jnp.sum(q.weight * q.rho / (zz - q.x), axis=-1)
 
+    @eqx.filter_jit
     def stieltjes(self, z):
         z = jnp.asarray(z)
         roots = self._cubic(z)
@@ -137,6 +140,7 @@ class MPConvolution(SemicircleConvolution):
         idx = jnp.argmin(jnp.abs(roots - ref[..., None]), axis=-1)
         return jnp.take_along_axis(roots, idx[..., None], axis=-1)[..., 0]
 
+    @eqx.filter_jit
     def boundary_values(self, x):
         x = jnp.asarray(x, dtype=self.xi.dtype)
         rho, h, roots = self._on_support(x)
