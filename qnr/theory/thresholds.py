@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Float, Int
 
-from qnr._validate import check_positive
+from qnr._validate import check_positive, is_concrete
 
 __all__ = [
     "semicircle_partial_moments",
@@ -52,6 +52,7 @@ __all__ = [
     "strong_recovery",
     "alpha_sr",
     "kappa_min",
+    "alpha_inter_noiseless",
 ]
 
 _PI = math.pi
@@ -219,3 +220,46 @@ def kappa_min(kappa_star) -> Float[Array, "..."]:
     """``strong_recovery(kappa_star).kappa_min``: the smallest student width that does not
     change the strong-recovery threshold."""
     return strong_recovery(kappa_star).kappa_min
+
+
+@eqx.filter_jit
+def _alpha_inter_noiseless(k, kappa, rtol, atol, max_steps):
+    full_rank = k >= 1
+    k_s = jnp.where(full_rank, 0.5, k)
+    # the cut falls inside the noise blob of mass 1 - kappa* above its centre
+    constrained = (~full_rank) & (kappa >= k) & (kappa - k_s < (1 - k_s) / 2)
+    kappa_c = jnp.where(constrained, kappa, k_s + 0.25 * (1 - k_s))
+    target = jnp.clip((kappa_c - k_s) / (1 - k_s), 1e-12, 0.5 - 1e-12)
+    w, res_w, _ = _w_cut(target, rtol, atol, max_steps)
+    w = jnp.where(constrained, w, 0.0)
+    m2 = semicircle_partial_moments(w)[2]
+    val = jnp.where(full_rank, 0.5, k_s - k_s**2 / 2 + (1 - k_s) ** 2 / 2 * m2)
+    ok = (res_w == optx.RESULTS.successful) | ~constrained
+    return jnp.where(ok & (kappa >= jnp.minimum(k, 1.0)), val, jnp.nan)
+
+
+def alpha_inter_noiseless(kappa_star, kappa=None) -> Float[Array, "..."]:
+    """``lim_{Delta -> 0+} alpha_inter``: ``1/4 + kappa*/2 - kappa*^2/4`` (THEORY.md section 3,
+    also the uniqueness threshold of PSD least squares), ``1/2`` for ``kappa* >= 1``.
+
+    Derived for a rank-constrained student ``kappa* <= kappa < 1``: as ``Delta -> 0+``,
+    ``xi_bar -> 0`` and the atom ``1 - kappa*`` of the teacher at zero becomes a semicircle of
+    radius ``2 sqrt(xi)`` whose Hilbert transform is ``x/(2 xi)`` times its mass; its part
+    above ``max(0, w)`` contributes ``(1 - kappa*)^2 m2(max(0, w)) / 2`` to ``D(0, xi)``, with
+    ``m0(w) = (kappa - kappa*)/(1 - kappa*)``:
+    ``alpha_inter -> kappa* - kappa*^2/2 + ((1 - kappa*)^2/2) m2(max(0, w))`` (checked against
+    the scipy reference at ``Delta = 1e-2 ... 1e-6``, where the gap closes as ``Delta^(1/3)``).
+    Not defined (``ValueError``; NaN under tracing) for ``kappa < min(kappa*, 1)``.
+    """
+    k = _float(check_positive("kappa_star", kappa_star))
+    if kappa is None:
+        kappa = jnp.full_like(k, jnp.inf)
+    kap = _float(check_positive("kappa", kappa)).astype(k.dtype)
+    k, kap = jnp.broadcast_arrays(k, kap)
+    if is_concrete((k, kap)) and bool(jnp.any(kap < jnp.minimum(k, 1.0))):
+        raise ValueError("kappa must be >= min(kappa_star, 1) for the noiseless alpha_inter")
+    eps = float(jnp.finfo(k.dtype).eps)
+    fn = _alpha_inter_noiseless
+    for _ in range(k.ndim):
+        fn = jax.vmap(fn, in_axes=(0, 0, None, None, None))
+    return fn(k, kap, 1e4 * eps, 1e4 * eps, 256)
