@@ -7,6 +7,17 @@
 from qnr.sim.convex import ProximalGradient, psd_prox, solve_convex
 from qnr.sim.data import Dataset, make_dataset, make_dataset_from_matrix, n_samples
 from qnr.sim.erm import RANK_RTOL, RESULTS, ERMProblem, ERMSolution, numerical_rank
+from qnr.sim.factorized import (
+    LMZ_STEP,
+    FactorizedTrace,
+    SensingProblem,
+    factorized_gd,
+    factorized_gd_init_sweep,
+    factorized_sgd,
+    make_sensing_problem,
+    projected_gd,
+    psd_projection,
+)
 from qnr.sim.gamp import GAMPRIE, GAMPSolution, gamp_rie, simulate_gamp
 from qnr.sim.network import (
     OPTIMIZERS,
@@ -45,6 +56,16 @@ __all__ = [
     "full_batch_gd_sweep",
     "log_steps",
     "population_risk",
+    # Li-Ma-Zhang Gaussian-measurement sensing
+    "SensingProblem",
+    "make_sensing_problem",
+    "FactorizedTrace",
+    "factorized_gd",
+    "factorized_gd_init_sweep",
+    "factorized_sgd",
+    "projected_gd",
+    "psd_projection",
+    "LMZ_STEP",
     # Bayes-optimal baseline: RIE and GAMP-RIE
     "RIEEstimate",
     "rie",
