@@ -19,6 +19,14 @@ from qnr.sim.factorized import (
     psd_projection,
 )
 from qnr.sim.gamp import GAMPRIE, GAMPSolution, gamp_rie, simulate_gamp
+from qnr.sim.grid import (
+    SOLVER_NAMES,
+    SimulationResult,
+    default_learning_rate,
+    make_solver,
+    simulate,
+    simulate_grid,
+)
 from qnr.sim.network import (
     OPTIMIZERS,
     NetworkSolver,
@@ -90,4 +98,10 @@ __all__ = [
     "train_network",
     "init_weights",
     "network_loss",
+    "simulate",
+    "simulate_grid",
+    "SimulationResult",
+    "make_solver",
+    "default_learning_rate",
+    "SOLVER_NAMES",
 ]
