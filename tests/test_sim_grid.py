@@ -162,3 +162,28 @@ def test_bad_inputs():
         simulate("mp", 0.3, d=6, seeds=1)
     with pytest.raises(ValueError, match="key"):
         simulate(t, 0.3, d=6, seeds=1, key=3)
+
+
+def test_cli_simulate(capsys):
+    """``qnr simulate --json`` prints one object whose statistics are those of simulate()."""
+    import json
+
+    from qnr.cli import main
+
+    argv = ["simulate", "--alpha", "0.3", "--kappa-star", "0.5", "--lam", "0.05"]
+    argv += ["--delta", "0.1", "--d", "10", "--seeds", "3", "--solver", "convex", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    for k in ("E_mean", "E_std", "e_test_mean", "e_train_mean", "rank_mean", "converged_fraction"):
+        assert k in out
+    ref = simulate(MarchenkoPastur(0.5), 0.3, None, 0.05, 0.1, d=10, seeds=3)
+    assert out["E_mean"] == pytest.approx(float(np.mean(ref.E)), rel=1e-12)
+    assert out["e_train_mean"] == pytest.approx(float(np.mean(ref.e_train)), rel=1e-12)
+    assert out["converged_fraction"] == 1.0 and out["n"] == 30
+    argv = ["simulate", "--alpha", "0.3", "--d", "8", "--seeds", "2", "--solver", "lbfgs"]
+    argv += ["--kappa", "0.5", "--lam", "0.05", "--teacher", "power-law", "--gamma", "1", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["m"] == 4 and out["rank_mean"] <= 0.5
+    assert main(["simulate", "--alpha", "-1", "--json"]) == 2
+    assert "alpha" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from qnr._version import __version__
 SUBCOMMAND_MODULES = [
     "qnr.cli._info",
     "qnr.cli._sweep",
+    "qnr.cli._simulate",
 ]
 
 
