@@ -244,7 +244,8 @@ def simulate_gamp(
     dtype=None,
 ) -> GAMPSolution:
     """GAMP-RIE on ``num_seeds`` independent datasets (``n = round(alpha d^2)``), one compiled
-    program ``vmap``-ped over seeds. Runs that did not converge have ``value`` and ``error``
+    program ``vmap``-ped over seeds (compiled once per ``(d, n, num_seeds, solver, hilbert)``;
+    the datasets are sampled eagerly). Runs that did not converge have ``value`` and ``error``
     masked to NaN (their ``result`` says why; the traces are kept)."""
     from qnr.sim.data import n_samples
 
@@ -258,19 +259,21 @@ def simulate_gamp(
     if not isinstance(teacher, Teacher):
         raise ValueError(f"teacher must be a qnr Teacher, got {type(teacher).__name__}")
     keys = jax.random.split(key, num_seeds)
+    data = jax.vmap(lambda k: make_dataset(k, teacher, d, n, noise, dtype))(keys)
+    return _gamp_batch(data.X, data.y, data.S_star, data.noise, solver, hilbert)
 
-    @eqx.filter_jit
-    def run(keys, solver, hilbert):
-        def one(k):
-            data = make_dataset(k, teacher, d, n, noise, dtype)
-            sol = _gamp_impl(data.X, data.y, data.S_star, data.noise, solver, hilbert)
-            ok = sol.result == optx.RESULTS.successful
-            return eqx.tree_at(
-                lambda s: (s.value, s.error),
-                sol,
-                (jnp.where(ok, sol.value, jnp.nan), jnp.where(ok, sol.error, jnp.nan)),
-            )
 
-        return jax.vmap(one)(keys)
+@eqx.filter_jit
+def _gamp_batch(X, y, S_star, noise, solver: GAMPRIE, hilbert: HilbertFn | None) -> GAMPSolution:
+    """``vmap`` of the GAMP-RIE iteration over a batch of datasets; failed runs masked."""
 
-    return run(keys, solver, hilbert)
+    def one(X, y, S_star, noise):
+        sol = _gamp_impl(X, y, S_star, noise, solver, hilbert)
+        ok = sol.result == optx.RESULTS.successful
+        return eqx.tree_at(
+            lambda s: (s.value, s.error),
+            sol,
+            (jnp.where(ok, sol.value, jnp.nan), jnp.where(ok, sol.error, jnp.nan)),
+        )
+
+    return jax.vmap(one)(X, y, S_star, noise)

@@ -134,17 +134,34 @@ def alpha_perfect_recovery(teacher: Teacher, d: int | None = None) -> Array:
 
 
 class BayesOptimal(eqx.Module):
-    """The Bayes-optimal problem: teacher law, sample ratio ``alpha = n/d^2`` and label-noise
-    variance ``Delta`` (``noise``), both JAX scalars (vmappable, differentiable). ``d``
-    (static): the size whose atoms define a non-MP teacher's law (None for MP)."""
+    """The Bayes-optimal problem: sample ratio ``alpha = n/d^2`` and label-noise variance
+    ``Delta``, both JAX scalars (vmappable, differentiable), and the teacher law. ``d``
+    (static): the size whose atoms define a non-MP teacher's law (None for MP; a ``Spectrum``
+    defaults to its own values). Build with ``BayesOptimal(alpha, teacher, Delta=...)`` or
+    ``BayesOptimal(alpha, kappa_star=0.5)`` for the MP teacher (as ``qnr.theory.ERMProblem``).
+    """
 
-    teacher: Teacher
     alpha: Float[Array, ""]
-    noise: Float[Array, ""]
+    Delta: Float[Array, ""]
+    teacher: Teacher
     spectral_law: _SpectralLaw
     d: int | None = eqx.field(static=True, default=None)
 
-    def __init__(self, teacher: Teacher, alpha, noise=0.0, d: int | None = None):
+    def __init__(
+        self,
+        alpha,
+        teacher: Teacher | None = None,
+        *,
+        kappa_star=None,
+        Delta=0.0,
+        d: int | None = None,
+    ):
+        if teacher is None:
+            if kappa_star is None:
+                raise ValueError("give a teacher or kappa_star (MP teacher)")
+            teacher = MarchenkoPastur(kappa_star)
+        elif kappa_star is not None:
+            raise ValueError("give either teacher or kappa_star, not both")
         self.spectral_law = _spectral_law(teacher, d)
         alpha = jnp.asarray(check_positive("alpha", alpha))
         if not jnp.issubdtype(alpha.dtype, jnp.floating):
@@ -152,7 +169,7 @@ class BayesOptimal(eqx.Module):
         self.teacher = teacher
         self.d = None if d is None else check_size("d", d)
         self.alpha = alpha
-        self.noise = jnp.asarray(check_nonnegative("Delta", noise), dtype=alpha.dtype)
+        self.Delta = jnp.asarray(check_nonnegative("Delta", Delta), dtype=alpha.dtype)
 
 
 class BayesSolver(eqx.Module):
@@ -170,21 +187,31 @@ class BayesSolver(eqx.Module):
 class BayesSolution(eqx.Module):
     """Output of :func:`solve_bayes_optimal`.
 
-    ``error`` -- ``E_BO = mmse(delta_eff)``; ``delta`` -- ``delta_eff``; ``mmse_kappa`` --
-    ``kappa* E_BO`` (the Bayes-optimal papers' MMSE; ``kappa*`` of the teacher, or its rank
-    fraction ``1 - p0`` for a ``Spectrum`` teacher); ``e_test`` -- ``(E_BO + Delta/2)/2``;
+    ``E`` -- ``E_BO = mmse(delta_eff)`` (also ``.value``); ``delta`` -- ``delta_eff``;
+    ``mmse_kappa`` -- ``kappa* E_BO`` (the Bayes-optimal papers' MMSE; ``kappa*`` of the
+    teacher, or its rank fraction ``1 - p0`` for a ``Spectrum`` teacher); ``e_test`` --
+    ``(E_BO + Delta/2)/2``;
     ``perfect_recovery`` -- ``delta_eff = 0`` (noiseless, ``alpha >= alpha_BO``);
     ``result`` -- ``optimistix.RESULTS``; ``stats`` -- ``num_steps`` of the bisection and
     ``linearised`` (root below ``delta_min``).
     """
 
-    error: Float[Array, ""]
+    E: Float[Array, ""]
     delta: Float[Array, ""]
     mmse_kappa: Float[Array, ""]
     e_test: Float[Array, ""]
     perfect_recovery: Bool[Array, ""]
     result: optx.RESULTS
     stats: dict[str, Int[Array, ""] | Bool[Array, ""]]
+
+    @property
+    def value(self) -> Float[Array, ""]:
+        """``E_BO``."""
+        return self.E
+
+    @property
+    def converged(self) -> Bool[Array, ""]:
+        return self.result == optx.RESULTS.successful
 
 
 def _kappa_star(problem: BayesOptimal) -> Array:
@@ -196,7 +223,7 @@ def _kappa_star(problem: BayesOptimal) -> Array:
 
 def _solve(problem: BayesOptimal, solver: BayesSolver) -> BayesSolution:
     spec = problem.spectral_law
-    alpha, noise = problem.alpha, problem.noise
+    alpha, noise = problem.alpha, problem.Delta
     dtype = alpha.dtype
 
     def mmse_at(delta, spec):
@@ -245,7 +272,7 @@ def _solve(problem: BayesOptimal, solver: BayesSolver) -> BayesSolution:
     delta = jnp.where(ok, delta, jnp.nan)
     k = _kappa_star(problem).astype(dtype)
     return BayesSolution(
-        error=error,
+        E=error,
         delta=delta,
         mmse_kappa=k * error,
         e_test=(error + noise / 2) / 2,
@@ -266,7 +293,7 @@ def solve_bayes_optimal(problem: BayesOptimal, solver: BayesSolver | None = None
 
     Example::
 
-        sol = solve_bayes_optimal(BayesOptimal(MarchenkoPastur(0.5), alpha=0.2))
+        sol = solve_bayes_optimal(BayesOptimal(0.2, kappa_star=0.5))
         sol.mmse_kappa  # 0.392 (THEORY.md section 4)
     """
     if not isinstance(problem, BayesOptimal):
@@ -278,12 +305,13 @@ def solve_bayes_optimal(problem: BayesOptimal, solver: BayesSolver | None = None
     return _solve_jit(problem, solver)
 
 
-def bayes_optimal_error(alpha, kappa_star, noise=0.0) -> Array:
-    """``E_BO`` for the MP teacher (convenience; NaN where the solve failed). Vectorised over
-    array ``alpha``/``kappa_star``/``noise`` (broadcast) in one compiled program."""
+def bayes_optimal_error(alpha, kappa_star, Delta=0.0) -> Array:
+    """``E_BO`` for the MP teacher (convenience; NaN where the solve failed; ``Delta`` is the
+    label-noise variance). Vectorised over array ``alpha``/``kappa_star``/``Delta``
+    (broadcast) in one compiled program."""
     alpha = jnp.asarray(check_positive("alpha", alpha))
     kappa_star = jnp.asarray(check_positive("kappa_star", kappa_star))
-    noise = jnp.asarray(check_nonnegative("Delta", noise))
+    noise = jnp.asarray(check_nonnegative("Delta", Delta))
     dtype = jnp.result_type(alpha, kappa_star, noise, float)
     a, k, n = jnp.broadcast_arrays(
         alpha.astype(dtype), kappa_star.astype(dtype), noise.astype(dtype)
@@ -293,8 +321,8 @@ def bayes_optimal_error(alpha, kappa_star, noise=0.0) -> Array:
 
 def _mp_error_one(a, k, n):
     teacher = eqx.tree_at(lambda t: t.kappa_star, MarchenkoPastur(1.0), k)
-    prob = eqx.tree_at(lambda p: (p.alpha, p.noise), BayesOptimal(teacher, 1.0), (a, n))
-    return _solve(prob, BayesSolver()).error
+    prob = eqx.tree_at(lambda p: (p.alpha, p.Delta), BayesOptimal(1.0, teacher), (a, n))
+    return _solve(prob, BayesSolver()).E
 
 
 _mp_error_batch = jax.jit(jax.vmap(_mp_error_one))
@@ -303,7 +331,7 @@ _mp_error_batch = jax.jit(jax.vmap(_mp_error_one))
 def state_evolution(
     teacher: Teacher,
     alpha,
-    noise=0.0,
+    Delta=0.0,
     *,
     steps: int = 50,
     d: int | None = None,
@@ -316,7 +344,7 @@ def state_evolution(
     spec = _spectral_law(teacher, d)
     steps = check_size("steps", steps)
     alpha = jnp.asarray(check_positive("alpha", alpha))
-    noise = jnp.asarray(check_nonnegative("Delta", noise))
+    noise = jnp.asarray(check_nonnegative("Delta", Delta))
     dtype = jnp.result_type(alpha, noise, float)
     alpha, noise = alpha.astype(dtype), noise.astype(dtype)
     return _se_run(alpha, noise, spec, steps, n_nodes)
