@@ -27,6 +27,19 @@ from qnr.sim.grid import (
     simulate,
     simulate_grid,
 )
+from qnr.sim.landscape import (
+    RankDeficientOptimum,
+    below_barrier,
+    energy_barrier,
+    energy_barrier_gkz,
+    gkz_population_risk,
+    identity_multiple_init,
+    min_rank_deficient_risk,
+    n_star,
+    optimize_rank_deficient,
+    span_rank,
+    sym_features,
+)
 from qnr.sim.network import (
     OPTIMIZERS,
     NetworkSolver,
@@ -74,6 +87,18 @@ __all__ = [
     "projected_gd",
     "psd_projection",
     "LMZ_STEP",
+    # landscape (Gamarnik-Kizildag-Zadik)
+    "energy_barrier",
+    "energy_barrier_gkz",
+    "gkz_population_risk",
+    "min_rank_deficient_risk",
+    "RankDeficientOptimum",
+    "optimize_rank_deficient",
+    "identity_multiple_init",
+    "below_barrier",
+    "n_star",
+    "sym_features",
+    "span_rank",
     # Bayes-optimal baseline: RIE and GAMP-RIE
     "RIEEstimate",
     "rie",
