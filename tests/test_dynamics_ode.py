@@ -174,3 +174,29 @@ def test_ode_time_exponent_vs_heuristic(a):
     heur = float(heuristic_time_exponent(a))
     assert float(fit.stderr) < 0.05
     assert abs(float(fit.exponent) - heur) / heur < 0.15
+
+
+@pytest.mark.parametrize("kind", ["ode", "sgd", "gd"])
+def test_cli_dynamics_json(capsys, kind):
+    import json
+
+    from qnr.cli import main
+
+    argv = ["dynamics", "--kind", kind, "--d", "16", "--t-max", "3", "--num-times", "12"]
+    argv += ["--gamma", "1.5", "--c", "0.5", "--batch", "20", "--alpha", "4", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    for k in ("times", "risk", "exponent", "exponent_err", "heuristic_exponent", "result"):
+        assert k in out
+    assert out["result"] == "successful"
+    assert len(out["times"]) == len(out["risk"]) and out["times"][-1] == pytest.approx(3.0)
+    assert out["risk"][-1] < out["risk"][0]
+    assert out["heuristic_exponent"] == pytest.approx(4 / 3)
+    if kind == "ode":  # the same computation through the library
+        teacher = PowerLaw(1.5)
+        k_t, k_w, _ = jax.random.split(jax.random.key(0), 3)
+        S = teacher.sample(k_t, 16)
+        W0 = 1e-2 * jax.random.normal(k_w, (16, 16)) / 4.0
+        sol = solve_riccati(RiccatiFlow.from_matrices(S, W0), jnp.asarray(out["times"]))
+        np.testing.assert_allclose(out["risk"], sol.risk, rtol=1e-9)
+        assert out["exponent_err"] is not None and out["exponent_err"] > 0

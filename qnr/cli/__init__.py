@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = [
     "qnr.cli._info",
     "qnr.cli._sweep",
     "qnr.cli._simulate",
+    "qnr.cli._dynamics",
 ]
 
 
