@@ -82,6 +82,8 @@ __all__ = [
     "fit_power_law",
     "PowerLawFit",
     "heuristic_time_exponent",
+    "heuristic_width_exponent",
+    "limit_risk",
     "log_times",
 ]
 
@@ -392,3 +394,22 @@ def heuristic_time_exponent(a) -> Array:
     if is_concrete(a) and float(a) <= 0.5:
         raise ValueError(f"a must be > 1/2, got {float(a)}")
     return (2 * a - 1) / a
+
+
+def heuristic_width_exponent(a) -> Array:
+    """Heuristic exponent ``2a - 1`` of the long-time risk ``~ m^-(2a-1)`` of a width-``m``
+    student for teacher eigenvalues ``lambda_j ~ j^-a`` (the tail ``sum_{j > m} lambda_j^2``)."""
+    a = jnp.asarray(check_positive("a", a))
+    if is_concrete(a) and float(a) <= 0.5:
+        raise ValueError(f"a must be > 1/2, got {float(a)}")
+    return 2 * a - 1
+
+
+def limit_risk(eigenvalues: Float[Array, " d"], width: int) -> Array:
+    """``t -> infinity`` risk of the flow from a generic width-``m`` initialisation: the
+    student converges to the best rank-``m`` approximation of ``M*`` (the top-``m``
+    eigen-directions), so the risk is ``2 sum_{j > m} lambda_j^2 / d`` (eigenvalues sorted
+    in decreasing order)."""
+    width = check_size("width", width)
+    lam = jnp.sort(jnp.asarray(eigenvalues))[::-1]
+    return 2 * jnp.sum(lam[width:] ** 2) / lam.shape[0]
