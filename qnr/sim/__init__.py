@@ -2,6 +2,15 @@
 
 ``sim`` depends only on the base layer (``qnr.teachers``, ``qnr.model``), never on
 ``qnr.spectra`` or ``qnr.theory``; tests compare the two.
+
+ERM simulations (THEORY.md section 1): :func:`simulate` (one point, arrays over seeds) and
+:func:`simulate_grid` (arrays over ``(point, seed)``, one compiled program per grid) run the
+convex nuclear-norm solver (:func:`solve_convex`) or an optax-trained network
+(:func:`train_network`) and return a :class:`SimulationResult` whose ``summary()`` gives seed
+means/stds of ``E``, ``e_test``, ``e_train`` and the rank fraction::
+
+    res = simulate_grid(MarchenkoPastur(0.5), alpha=[0.1, 0.2, 0.3], lam=0.05, d=40, seeds=8)
+    res.summary()["E_mean"], res.summary()["E_std"]
 """
 
 from qnr.sim.convex import ProximalGradient, psd_prox, solve_convex
