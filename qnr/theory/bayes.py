@@ -12,14 +12,18 @@ canonical normalization of THEORY.md section 1 (``n = alpha d^2``,
   ``delta_t`` with ``2 alpha delta_{t+1} = mmse(delta_t) + Delta/2``; the Bayes-optimal error is
   ``E_BO = mmse(delta_eff)`` at the fixed point ``2 alpha delta_eff = mmse(delta_eff) + Delta/2``.
   Papers in the Bayes-optimal convention report ``MMSE = kappa* E`` (``qnr.model``).
-* **Small delta (derived).** If the teacher law has mass ``p0`` at zero,
-  ``mmse(delta)/delta -> 1 - p0^2`` as ``delta -> 0`` (the atom becomes a semicircle of mass
-  ``p0`` and variance ``p0 delta``, whose ``int rho^3 = 3 p0^2/(4 pi^2 delta)``; the rest of the
-  spectrum contributes ``O(delta^2)``). Hence noiseless perfect recovery (``delta_eff = 0``)
-  iff ``alpha >= alpha_BO = (1 - p0^2)/2``, i.e. ``kappa* - kappa*^2/2`` for the MP teacher
-  (THEORY.md section 3). Roots below ``delta_min`` (where the spectral quadrature loses
-  accuracy) use the linearisation ``mmse(delta) = (1 - p0^2) delta``:
-  ``delta_eff = Delta / (2 (2 alpha - 1 + p0^2))``.
+* **Small delta (derived).** If the teacher law has atoms of masses ``p_i`` (the MP law: one
+  atom ``p0 = 1 - kappa*`` at zero when ``kappa* < 1``, plus a continuous part),
+  ``mmse(delta)/delta -> c1 = 1 - sum_i p_i^2`` as ``delta -> 0``: each atom becomes a
+  semicircle of mass ``p_i`` and variance ``p_i delta``, whose ``int rho^3 = 3 p_i^2/(4 pi^2
+  delta)``, and a continuous part contributes ``O(delta^2)``. Hence noiseless perfect
+  recovery (``delta_eff = 0``) iff ``alpha >= alpha_BO = c1/2``: ``kappa* - kappa*^2/2`` for
+  the MP teacher (THEORY.md section 3), ``kappa - kappa^2`` for a rank-``kappa d`` projector
+  (the dimension of its Grassmannian over ``d^2``). For a finite-``d`` atomic law of distinct
+  eigenvalues the atoms count individually (``1/d^2`` each), as they do for ``delta`` below
+  their spacing squared. Roots below ``delta_min`` (where the spectral quadrature loses
+  accuracy) use the linearisation ``mmse(delta) = c1 delta``:
+  ``delta_eff = Delta / (2 (2 alpha - c1))``.
 
 The fixed point is a root in ``u = log delta`` found by ``optimistix.Bisection`` on the bracket
 ``[log max(Delta/(4 alpha), delta_min), log((Q0 + Delta/2)/(2 alpha))]`` (the map is negative at
@@ -90,10 +94,18 @@ class _SpectralLaw(eqx.Module):
 
     @property
     def p0(self):
+        """Mass at zero."""
         if self.teacher is not None:
             return jnp.maximum(1 - self.teacher.kappa_star, 0.0)
         scale = jnp.max(jnp.abs(self.atoms))
         return jnp.sum(jnp.where(jnp.abs(self.atoms) <= 1e-12 * scale, self.weights, 0.0))
+
+    @property
+    def c1(self):
+        """``lim_{delta -> 0} mmse(delta)/delta = 1 - sum_i p_i^2`` over the atoms."""
+        if self.teacher is not None:
+            return 1 - self.p0**2
+        return 1 - jnp.sum(self.weights**2)
 
 
 def _spectral_law(teacher: Teacher, d: int | None) -> _SpectralLaw:
@@ -117,7 +129,12 @@ def mmse(teacher: Teacher, delta, d: int | None = None, *, n_nodes: int | None =
     ``delta >~ 1e-4`` (use :func:`solve_bayes_optimal`, which linearises below that).
     """
     check_positive("delta", delta)
-    return _spectral_law(teacher, d).mmse(delta, n_nodes)
+    return _mmse_jit(_spectral_law(teacher, d), delta, n_nodes)
+
+
+@eqx.filter_jit
+def _mmse_jit(spec: _SpectralLaw, delta, n_nodes: int | None) -> Array:
+    return spec.mmse(delta, n_nodes)
 
 
 def zero_mass(teacher: Teacher, d: int | None = None) -> Array:
@@ -127,10 +144,10 @@ def zero_mass(teacher: Teacher, d: int | None = None) -> Array:
 
 
 def alpha_perfect_recovery(teacher: Teacher, d: int | None = None) -> Array:
-    """Noiseless Bayes-optimal perfect-recovery threshold ``alpha_BO = (1 - p0^2)/2``
-    (``kappa* - kappa*^2/2`` for the MP teacher; module docstring for the derivation)."""
-    p0 = zero_mass(teacher, d)
-    return (1 - p0**2) / 2
+    """Noiseless Bayes-optimal perfect-recovery threshold ``alpha_BO = (1 - sum_i p_i^2)/2``
+    over the atoms ``p_i`` of the teacher law: ``kappa* - kappa*^2/2`` for the MP teacher
+    (module docstring for the derivation)."""
+    return _spectral_law(teacher, d).c1 / 2
 
 
 class BayesOptimal(eqx.Module):
@@ -235,8 +252,7 @@ def _solve(problem: BayesOptimal, solver: BayesSolver) -> BayesSolution:
         return 2 * alpha * delta - mmse_at(delta, spec) - noise / 2
 
     q0 = spec.q0.astype(dtype)
-    p0 = spec.p0.astype(dtype)
-    c1 = 1 - p0**2  # mmse(delta)/delta at delta -> 0
+    c1 = spec.c1.astype(dtype)  # mmse(delta)/delta at delta -> 0
     delta_min = jnp.asarray(solver.delta_min, dtype)
     lo = jnp.log(jnp.maximum(noise / (4 * alpha), delta_min))
     hi = jnp.log((q0 + noise / 2) / (2 * alpha))
