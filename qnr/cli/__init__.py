@@ -17,6 +17,9 @@ from qnr._version import __version__
 # Modules providing subcommands, in the order shown by --help.
 SUBCOMMAND_MODULES = [
     "qnr.cli._info",
+    "qnr.cli._erm_theory",
+    "qnr.cli._curve",
+    "qnr.cli._phase_diagram",
     "qnr.cli._sweep",
     "qnr.cli._simulate",
     "qnr.cli._dynamics",

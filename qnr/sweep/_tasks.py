@@ -23,7 +23,15 @@ import numpy as np
 from qnr._validate import check_nonnegative, check_positive, check_size
 from qnr.sweep._task import Task
 
-__all__ = ["builtin_task", "SIMULATION", "simulation_point_fn"]
+__all__ = [
+    "builtin_task",
+    "SIMULATION",
+    "THEORY",
+    "BOTH",
+    "simulation_point_fn",
+    "theory_point_fn",
+    "both_point_fn",
+]
 
 _SIM_OPTIONS = {
     "max_steps": 20_000,  # solver iteration cap
@@ -149,8 +157,120 @@ SIMULATION = Task(
 )
 
 
+_THEORY_OPTIONS = {
+    "rtol": 1e-11,  # Newton tolerances on (log xi, log tau)
+    "atol": 1e-11,
+    "max_steps": 100,
+    "xi0": 1.0,  # initial guess
+    "tau0": 1.0,
+    "n_nodes": 0,  # quadrature nodes per support interval (0: the solver's default)
+}
+
+THEORY_OUTPUTS = ("xi", "tau", "E", "e_test", "e_train", "rank", "D", "b")
+
+
+def theory_point_fn(static, options, floats):
+    """The per-point function of the ``theory`` task: :func:`qnr.theory.erm.solve_erm` at
+    ``(alpha, kappa_star, kappa, lam, delta)``; ``kappa >= 1`` is the unconstrained student.
+
+    ``static``: ``teacher`` (``mp``: the ``d -> inf`` Marchenko-Pastur law, ``kappa_star``
+    swept; ``power-law``: ``d`` atoms of the teacher with exponent ``gamma``, ``kappa_star``
+    then read from ``floats`` must be a single value). Outputs (per point): ``xi``, ``tau``,
+    ``E``, ``e_test``, ``e_train``, ``rank``, ``D``, ``b``, ``branch``, ``steps``,
+    ``result`` (NaN outputs where ``result != 0``)."""
+    from qnr.teachers import PowerLaw
+    from qnr.theory.erm import ERMProblem, ERMSolver, solve_erm
+
+    solver = ERMSolver(
+        rtol=float(options["rtol"]),
+        atol=float(options["atol"]),
+        max_steps=int(options["max_steps"]),
+        xi0=float(options["xi0"]),
+        tau0=float(options["tau0"]),
+    )
+    n_nodes = int(options["n_nodes"]) or None
+    teacher_name = str(static.get("teacher", "mp")).replace("_", "-")
+    kappas = np.asarray(floats.get("kappa", [1.0]))
+    constrained = bool(np.any(kappas < 1))
+    fixed_teacher = None
+    if teacher_name == "power-law":
+        ks = np.unique(np.asarray(floats.get("kappa_star", [1.0])))
+        if ks.size != 1:
+            raise ValueError(
+                "the power-law theory needs a single kappa_star per group (its rank is static)"
+            )
+        fixed_teacher = PowerLaw(static.get("gamma", 1.0), float(ks[0]))
+        d_atoms = int(static.get("d", 200))
+
+    def fn(params, keys):
+        del keys
+        alpha = params["alpha"]
+        kappa = jnp.where(params["kappa"] >= 1, jnp.inf, params["kappa"])
+        common = dict(
+            lam=params["lam"],
+            Delta=params["delta"],
+            kappa=kappa,
+            rank_constrained=constrained,
+            n_nodes=n_nodes,
+        )
+        if fixed_teacher is None:
+            problem = ERMProblem(alpha, kappa_star=params["kappa_star"], **common)
+        else:
+            problem = ERMProblem(alpha, fixed_teacher, d=d_atoms, **common)
+        sol = solve_erm(problem, solver)
+        out = {k: getattr(sol, k) for k in THEORY_OUTPUTS}
+        out["branch"] = sol.branch.astype(jnp.int32)
+        out["steps"] = sol.stats["num_steps"].astype(jnp.int32)
+        out["result"] = sol.result._value.astype(jnp.int32)
+        return out
+
+    return fn
+
+
+THEORY = Task(
+    name="theory",
+    float_axes={"alpha": None, "kappa_star": 0.5, "kappa": 1.0, "lam": 0.01, "delta": 0.0},
+    static_axes={"teacher": "mp", "gamma": 1.0, "d": 200},
+    build=theory_point_fn,
+    per_seed=False,
+    validate=_check_grid,
+    options=_THEORY_OPTIONS,
+)
+
+
+def both_point_fn(static, options, floats):
+    """Theory (per point, columns ``theory_*``) and simulation (per seed, ``sim_*``) at the
+    same grid point; ``options`` are the simulation's plus ``theory_<option>``."""
+    sim_opts = {k: v for k, v in options.items() if not k.startswith("theory_")}
+    th_opts = {k[len("theory_") :]: v for k, v in options.items() if k.startswith("theory_")}
+    sim = simulation_point_fn(static, sim_opts, floats)
+    ks = np.full_like(np.asarray(floats["alpha"], dtype=float), float(static["kappa_star"]))
+    th = theory_point_fn(static, th_opts, {**floats, "kappa_star": ks})
+    kappa_star = float(static["kappa_star"])
+
+    def fn(params, keys):
+        p = {**params, "kappa_star": jnp.asarray(kappa_star, params["alpha"].dtype)}
+        t = th(p, keys)
+        s = sim(params, keys)
+        return {**{f"theory_{k}": v for k, v in t.items()}, **{f"sim_{k}": v for k, v in s.items()}}
+
+    return fn
+
+
+BOTH = Task(
+    name="both",
+    float_axes=dict(SIMULATION.float_axes),
+    static_axes=dict(SIMULATION.static_axes),
+    build=both_point_fn,
+    per_seed=True,
+    validate=_check_grid,
+    options={**_SIM_OPTIONS, **{f"theory_{k}": v for k, v in _THEORY_OPTIONS.items()}},
+)
+
+
 def builtin_task(kind: str) -> Task:
     """The task of ``kind = "theory" | "simulation" | "both"``."""
-    if kind == "simulation":
-        return SIMULATION
-    raise ValueError(f"built-in task {kind!r} is not available in this version of qnr")
+    tasks = {"theory": THEORY, "simulation": SIMULATION, "both": BOTH}
+    if kind not in tasks:
+        raise ValueError(f"no built-in task {kind!r}; choose theory, simulation or both")
+    return tasks[kind]
