@@ -18,14 +18,14 @@ filesystem for ``--out`` so reruns see the finished chunks). E.g. under SLURM::
 """
 
 from qnr.sweep._config import SweepConfig, load_config, parse_axis_values
+from qnr.sweep._curve import LearningCurve, learning_curve, summarise_seeds, write_curve
 from qnr.sweep._engine import ShardedMap, batch_mesh, padded_size
 from qnr.sweep._grid import Chunk, Group, expand_grid, make_chunks
-from qnr.sweep._run import SweepReport, resolve_task, run_sweep, seed_keys
-from qnr.sweep._curve import LearningCurve, learning_curve, summarise_seeds, write_curve
 from qnr.sweep._phase import PhaseDiagram, phase_diagram, write_phase_diagram
+from qnr.sweep._run import SweepReport, resolve_task, run_sweep, seed_keys
 from qnr.sweep._store import load, load_metadata
-from qnr.sweep._tasks import BOTH, SIMULATION, THEORY, builtin_task
 from qnr.sweep._task import PointFn, Task
+from qnr.sweep._tasks import BOTH, SIMULATION, THEORY, builtin_task
 
 __all__ = [
     "SweepConfig",
