@@ -162,18 +162,20 @@ def test_fit_power_law_recovers_known_exponent():
 
 @pytest.mark.parametrize("a", [1.0, 1.5])
 def test_ode_time_exponent_vs_heuristic(a):
-    """Measured ODE exponent (d = 300, small Gaussian init, window 3/lam_1 < t < 0.3/lam_d).
-    Measured: a = 1.0 -> 1.04 +- 0.035 (heuristic 1.0); a = 1.5 -> 1.44 +- 0.02 (heuristic
-    1.333): the heuristic underestimates the decay at larger a by ~8% at this size."""
-    d = 300
+    """Measured ODE exponent (d = 200, small Gaussian init, window 3/lam_1 < t < 0.3/lam_d):
+    a = 1.0 -> 1.075 +- 0.049 (heuristic 1.0); a = 1.5 -> 1.444 +- 0.028 (heuristic 1.333):
+    the heuristic underestimates the decay at a = 1.5 by ~8% (4 standard errors)."""
+    d = 200
     prob = RiccatiFlow.from_teacher(PowerLaw(a), d, init_scale=1e-3, key=jax.random.key(0))
     lam = np.asarray(prob.eigenvalues)
     t = log_times(1e-2, 1e3, 50)
     sol = solve_riccati(prob, t)
     fit = fit_power_law(t, sol.risk, 3 / lam[0], 0.3 / lam[-1])
     heur = float(heuristic_time_exponent(a))
-    assert float(fit.stderr) < 0.05
+    assert float(fit.stderr) < 0.06
     assert abs(float(fit.exponent) - heur) / heur < 0.15
+    if a == 1.5:  # a real, resolved deviation from the heuristic
+        assert float(fit.exponent) - heur > 2 * float(fit.stderr)
 
 
 @pytest.mark.parametrize("kind", ["ode", "sgd", "gd"])
