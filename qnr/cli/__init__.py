@@ -18,6 +18,7 @@ from qnr._version import __version__
 SUBCOMMAND_MODULES = [
     "qnr.cli._info",
     "qnr.cli._erm_theory",
+    "qnr.cli._bayes",
     "qnr.cli._curve",
     "qnr.cli._phase_diagram",
     "qnr.cli._sweep",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from qnr.cli._bayes import run_gamp_simulation
 from qnr.cli._common import add_common_flags, setup_precision
 
 
@@ -63,6 +64,7 @@ SOLVERS = {
     "momentum": _run_erm,
     "adam": _run_erm,
     "lbfgs": _run_erm,
+    "gamp": run_gamp_simulation,  # Bayes-optimal GAMP-RIE (qnr.cli._bayes)
 }
 """Solver name -> runner ``(args, teacher) -> dict`` (see the module docstring)."""
 

@@ -97,7 +97,7 @@ class GAMPSolution(eqx.Module):
     after the stop); ``result`` -- ``optimistix.RESULTS`` (``successful``,
     ``nonlinear_max_steps_reached`` or ``nonfinite``); ``stats`` -- ``num_steps``,
     ``residual`` (last relative step in ``Shat``), ``stationarity`` (last relative change of
-    the windowed mean of ``delta_t``).
+    the windowed mean of ``delta_t``), ``e_train`` (``(1/(4n)) sum (y - Tr(Z Shat))^2``).
     Under :func:`simulate_gamp` failed runs have ``value``/``error`` masked to NaN.
     """
 
@@ -208,6 +208,7 @@ def _gamp_impl(X, y, S_star, noise, solver: GAMPRIE, hilbert: HilbertFn | None) 
             "num_steps": final.step,
             "residual": final.residual,
             "stationarity": final.stationarity,
+            "e_train": jnp.sum((y - apply_sensing(X, final.S)) ** 2) / (4 * n),
         },
     )
 
