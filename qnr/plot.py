@@ -135,6 +135,18 @@ def plot_phase_diagram(
         alpha, ks, np.ma.masked_invalid(z), shading="nearest", norm=norm, cmap="viridis"
     )
     fig.colorbar(mesh, ax=ax, label=colorbar_label)
+    if not np.all(np.isfinite(z)):
+        ax.set_facecolor("0.8")
+        ax.text(
+            0.98,
+            0.02,
+            "grey: no converged fixed point",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="0.25",
+        )
     for name, values in (curves or {}).items():
         text, colour, style = THRESHOLD_STYLE.get(name, (name, "w", "-"))
         ax.plot(np.asarray(values), ks, color=colour, ls=style, lw=2.2, label=text)

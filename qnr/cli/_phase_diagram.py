@@ -20,9 +20,11 @@ def register(sub) -> None:
     p.add_argument("--lam", type=float, default=1e-3, help="regularisation lam")
     p.add_argument("--delta", type=float, default=0.0, help="label-noise variance Delta")
     p.add_argument("--kappa", type=float, default=1.0, help="student width ratio m/d")
-    p.add_argument("--alphas", type=int, default=60, help="number of alpha values")
+    p.add_argument("--alphas", type=int, default=32, help="number of alpha values")
     p.add_argument("--alpha-max", type=float, default=0.8)
-    p.add_argument("--kappa-stars", type=int, default=40, help="number of kappa* values")
+    p.add_argument("--kappa-stars", type=int, default=20, help="number of kappa* values")
+    p.add_argument("--kappa-star-min", type=float, default=0.1)
+    p.add_argument("--kappa-star-max", type=float, default=0.95)
     p.add_argument("--out", default="qnr-out", help="output directory (default ./qnr-out)")
     p.set_defaults(func=run)
 
@@ -37,9 +39,12 @@ def run(args) -> dict:
     check_size("--alphas", args.alphas, minimum=2)
     check_size("--kappa-stars", args.kappa_stars, minimum=2)
     check_positive("--alpha-max", args.alpha_max)
+    check_positive("--kappa-star-min", args.kappa_star_min)
+    if not args.kappa_star_max > args.kappa_star_min:
+        raise ValueError(f"--kappa-star-max must be > --kappa-star-min, got {args.kappa_star_max}")
     pd = phase_diagram(
         np.linspace(min(0.02, args.alpha_max / 2), args.alpha_max, args.alphas),
-        np.linspace(0.05, 0.95, args.kappa_stars),
+        np.linspace(args.kappa_star_min, args.kappa_star_max, args.kappa_stars),
         lam=args.lam,
         delta=args.delta,
         kappa=args.kappa,

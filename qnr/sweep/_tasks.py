@@ -164,6 +164,8 @@ _THEORY_OPTIONS = {
     "xi0": 1.0,  # initial guess
     "tau0": 1.0,
     "n_nodes": 0,  # quadrature nodes per support interval (0: the solver's default)
+    "method": "newton",  # "newton" | "lm" (Levenberg-Marquardt)
+    "fallback": True,  # retry a failed Newton solve with Levenberg-Marquardt
 }
 
 THEORY_OUTPUTS = ("xi", "tau", "E", "e_test", "e_train", "rank", "D", "b")
@@ -187,6 +189,8 @@ def theory_point_fn(static, options, floats):
         max_steps=int(options["max_steps"]),
         xi0=float(options["xi0"]),
         tau0=float(options["tau0"]),
+        method=str(options["method"]),
+        fallback=bool(options["fallback"]),
     )
     n_nodes = int(options["n_nodes"]) or None
     teacher_name = str(static.get("teacher", "mp")).replace("_", "-")

@@ -1,0 +1,122 @@
+"""``qnr curve`` and ``qnr phase-diagram`` end to end at tiny sizes, against THEORY.md values."""
+
+import json
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pytest
+
+from qnr.cli import main
+
+
+def _png_is_a_figure(path):
+    import matplotlib.image as mpimg
+
+    assert path.stat().st_size > 20_000
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 600
+    rgb = img[..., :3].reshape(-1, 3)
+    assert rgb.std() > 0.05  # not blank
+    assert len(np.unique((rgb * 255).astype(int), axis=0)) > 50  # lines, markers, text
+
+
+def test_qnr_curve_tiny(tmp_path, capsys):
+    """Tiny run: files exist, PNG is a real figure, JSON parses, and the theory at alpha = 0.3
+    (kappa* = 0.5, lam = 0.05, Delta = 0) reproduces the THEORY.md section 2 reference row
+    xi = 0.6327, tau = 0.5732, E = 0.3796, e_train = 0.001444, rank = 0.501."""
+    out = tmp_path / "out"
+    args = [
+        "curve",
+        "--d",
+        "12",
+        "--seeds",
+        "2",
+        "--alphas",
+        "2",
+        "--alpha-min",
+        "0.3",
+        "--alpha-max",
+        "0.6",
+        "--theory-points",
+        "6",
+        "--lam",
+        "0.05",
+        "--delta",
+        "0",
+        "--out",
+        str(out),
+        "--json",
+    ]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for key in ("png", "pdf", "json", "theory_csv", "simulation_csv"):
+        assert (out / summary[key].split("/")[-1]).is_file(), key
+    _png_is_a_figure(out / "curve.png")
+    assert (out / "curve.pdf").read_bytes()[:4] == b"%PDF"
+    assert summary["theory_failures"] == 0 and summary["simulation_failures"] == 0
+    assert np.isfinite(summary["max_rel_dev_e_test"])
+    full = json.loads((out / "curve.json").read_text())
+    assert full["params"]["d"] == 12 and full["params"]["lam"] == 0.05
+    # thresholds: closed form alpha_BO = k - k^2/2, THEORY.md alpha_SR(0.5) = 0.422175
+    assert full["thresholds"]["alpha_BO"] == pytest.approx(0.375, rel=1e-12)
+    assert full["thresholds"]["alpha_SR"] == pytest.approx(0.422175, rel=2e-6)
+
+    table = pacsv.read_csv(out / "curve_summary.csv").to_pydict()
+    i = int(np.argmin(np.abs(np.asarray(table["alpha"]) - 0.3)))
+    assert table["alpha"][i] == pytest.approx(0.3)
+    ref = {"xi": 0.6327, "tau": 0.5732, "E": 0.3796, "e_train": 0.001444, "rank": 0.501}
+    for k, v in ref.items():
+        assert table[f"theory_{k}"][i] == pytest.approx(v, rel=1.5e-3), k
+    # e_test = alpha xi = (E + Delta/2)/2 (the two forms of THEORY.md section 2)
+    assert table["theory_e_test"][i] == pytest.approx(0.3 * table["theory_xi"][i], rel=1e-12)
+    assert table["theory_e_test"][i] == pytest.approx(table["theory_E"][i] / 2, rel=1e-8)
+
+    sims = pacsv.read_csv(out / "curve_simulation.csv").to_pydict()
+    assert len(sims["alpha"]) == 2 * 2 and set(sims["seed"]) == {0, 1}
+    np.testing.assert_allclose(sims["e_test"], np.asarray(sims["E"]) / 2, rtol=1e-12)
+    theory = pacsv.read_csv(out / "curve_theory.csv").to_pydict()
+    assert len(theory["alpha"]) == 6
+    assert np.all(np.diff(theory["e_test"]) < 0)  # more data, less error (noiseless)
+    bayes = pacsv.read_csv(out / "curve_bayes.csv").to_pydict()
+    # Bayes-optimal is a lower bound on the ERM test error
+    assert np.all(np.asarray(bayes["e_test"]) <= np.asarray(theory["e_test"]) * (1 + 1e-9))
+
+
+def test_qnr_curve_bad_input(capsys):
+    assert main(["curve", "--d", "1"]) == 2
+    assert "d must be" in capsys.readouterr().err
+    assert main(["curve", "--alpha-min", "0.5", "--alpha-max", "0.2"]) == 2
+    assert main(["curve", "--lam", "-1"]) == 2
+
+
+def test_phase_diagram_tiny(tmp_path, capsys):
+    out = tmp_path / "pd"
+    args = [
+        "phase-diagram",
+        "--alphas",
+        "5",
+        "--kappa-stars",
+        "3",
+        "--lam",
+        "0.05",
+        "--delta",
+        "0.1",
+        "--alpha-max",
+        "0.6",
+        "--out",
+        str(out),
+        "--json",
+    ]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_failed"] == 0
+    _png_is_a_figure(out / "phase_diagram.png")
+    meta = json.loads((out / "phase_diagram.json").read_text())
+    ks = np.asarray(meta["kappa_star"])
+    np.testing.assert_allclose(meta["thresholds"]["alpha_BO"], ks - ks**2 / 2, rtol=1e-12)
+    table = pacsv.read_csv(out / "phase_diagram.csv").to_pydict()
+    assert len(table["alpha"]) == 15
+    e = np.asarray(table["e_test"]).reshape(3, 5)
+    assert np.all(np.isfinite(e)) and np.all(np.diff(e, axis=1) < 0)
+    # exact: e_test = (E + Delta/2)/2
+    np.testing.assert_allclose(table["e_test"], (np.asarray(table["E"]) + 0.05) / 2, rtol=1e-8)
