@@ -203,3 +203,18 @@ def test_input_validation():
         solve_bayes_optimal("alpha=0.1")
     with pytest.raises(ValueError, match="delta_min"):
         solve_bayes_optimal(BayesOptimal(0.1, kappa_star=0.5), BayesSolver(delta_min=0.0))
+
+
+def test_cli_bayes_optimal_json(capsys):
+    import json
+
+    from qnr.cli import main
+
+    assert main(["bayes-optimal", "--alpha", "0.2", "--kappa-star", "0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"E", "mmse_kappa", "delta_eff", "converged"} <= set(out)
+    assert out["converged"] is True and out["alpha_BO"] == pytest.approx(0.375)
+    np.testing.assert_allclose(out["mmse_kappa"], 0.392, atol=1e-3)  # THEORY.md section 4
+    np.testing.assert_allclose(out["E"], 2 * out["mmse_kappa"], rtol=1e-12)
+    assert main(["bayes-optimal", "--alpha", "0.2", "--teacher", "power-law", "--json"]) == 2
+    assert "--d is required" in capsys.readouterr().err

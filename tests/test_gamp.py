@@ -167,3 +167,17 @@ def test_gamp_approaches_state_evolution(Delta):
     se = float(bayes_optimal_error(alpha, 0.5, Delta))
     np.testing.assert_allclose(extrapolated, se, rtol=0.10)
     np.testing.assert_allclose(means[100], se, rtol=0.15)
+
+
+def test_cli_simulate_gamp(capsys):
+    import json
+
+    from qnr.cli import main
+
+    argv = ["simulate", "--solver", "gamp", "--alpha", "0.3", "--d", "16", "--seeds", "2"]
+    assert main(argv + ["--delta", "0.1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["solver"] == "gamp" and out["converged_fraction"] == 1.0
+    # exact population identity e_test = (E + Delta/2)/2 holds seed by seed, hence on means
+    np.testing.assert_allclose(out["e_test_mean"], (out["E_mean"] + 0.05) / 2, rtol=1e-12)
+    assert 0 < out["E_mean"] < float(MP.Q0)
