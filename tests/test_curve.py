@@ -120,3 +120,18 @@ def test_phase_diagram_tiny(tmp_path, capsys):
     assert np.all(np.isfinite(e)) and np.all(np.diff(e, axis=1) < 0)
     # exact: e_test = (E + Delta/2)/2
     np.testing.assert_allclose(table["e_test"], (np.asarray(table["E"]) + 0.05) / 2, rtol=1e-8)
+
+
+def test_curve_thresholds_match_theory_md():
+    """THEORY.md section 3: alpha_BO(0.5) = 0.375, alpha_SR(0.5) = 0.422175 and
+    alpha_inter(kappa* = 0.5, Delta = 0.1) = 0.3597."""
+    from qnr import theory
+    from qnr.sweep._curve import _thresholds
+
+    if not hasattr(theory, "alpha_inter"):
+        pytest.skip("qnr.theory.alpha_inter not available")
+    t = _thresholds(0.5, 1.0, 0.1, "mp")
+    assert t["alpha_BO"] == pytest.approx(0.375, rel=1e-12)
+    assert t["alpha_SR"] == pytest.approx(0.422175, rel=2e-6)
+    assert t["alpha_inter"] == pytest.approx(0.3597, abs=1e-4)
+    assert np.isnan(_thresholds(0.5, 1.0, 0.0, "mp")["alpha_inter"])

@@ -99,9 +99,9 @@ def _thresholds(kappa_star: float, kappa: float, delta: float, teacher: str) -> 
     out["alpha_BO"] = float(theory.alpha_bo(ks))
     kap = None if kappa >= 1 else jnp.asarray(kappa)
     out["alpha_SR"] = float(theory.alpha_sr(ks, kap))
-    inter = getattr(theory, "alpha_inter", None)
+    inter = getattr(theory, "alpha_inter", None)  # signature alpha_inter(Delta, kappa*, kappa)
     if inter is not None and delta > 0:
-        out["alpha_inter"] = float(inter(ks, jnp.asarray(delta)))
+        out["alpha_inter"] = float(inter(jnp.asarray(delta), ks, kap))
     return out
 
 

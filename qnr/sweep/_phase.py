@@ -52,7 +52,7 @@ def _threshold_curves(kappa_star, kappa, delta) -> dict[str, np.ndarray]:
     out["alpha_SR"] = np.asarray(theory.alpha_sr(ks, kap))
     inter = getattr(theory, "alpha_inter", None)
     if inter is not None and delta > 0:
-        out["alpha_inter"] = np.asarray(inter(ks, jnp.full_like(ks, delta)))
+        out["alpha_inter"] = np.asarray(inter(jnp.full_like(ks, delta), ks, kap))
     return out
 
 
