@@ -105,7 +105,7 @@ def convolved_law(
     * any other teacher: its ``d`` atoms (``teacher_atoms``) through subordination
       (:class:`AtomicConvolution`); ``Spectrum`` defaults to its own values.
 
-    ``xi > 0``. ``n_nodes``: Gauss nodes per support interval for MP (default 128), per panel
+    ``xi > 0``. ``n_nodes``: Gauss nodes per support interval for MP (default 256), per panel
     for atomic laws (default 16); atomic laws use ``n_panels`` panels distributed over at most
     ``max_intervals`` separately-resolved support intervals.
     """
@@ -114,7 +114,7 @@ def convolved_law(
         if d is not None:
             teacher_atoms(teacher, d)  # raises the explanatory error
         xi = xi.astype(jnp.result_type(xi, teacher.kappa_star, float))
-        return MPConvolution(teacher.kappa_star.astype(xi.dtype), xi, n_nodes=n_nodes or 128)
+        return MPConvolution(teacher.kappa_star.astype(xi.dtype), xi, n_nodes=n_nodes or 256)
     atoms, weights = teacher_atoms(teacher, d)
     xi = xi.astype(atoms.dtype)
     return AtomicConvolution(

@@ -60,7 +60,7 @@ class MPConvolution(SemicircleConvolution):
 
     kappa_star: Float[Array, ""]
     xi: Float[Array, ""]
-    n_nodes: int = eqx.field(static=True, default=128)
+    n_nodes: int = eqx.field(static=True, default=256)
 
     # ---- cubic ------------------------------------------------------------------------------
     def _cubic(self, z):
