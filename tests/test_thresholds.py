@@ -173,3 +173,115 @@ def test_bad_input_raises():
         alpha_bo(-1.0)
     with pytest.raises(ValueError, match="kappa"):
         alpha_sr(0.5, -0.2)
+
+
+# --- interpolation threshold -------------------------------------------------------------------
+
+from qnr.theory.thresholds import (  # noqa: E402
+    alpha_inter,
+    alpha_inter_noiseless,
+    interpolation_threshold,
+)
+
+
+def test_alpha_inter_published_value_and_scipy_reference():
+    sol = interpolation_threshold(0.1, 0.5)
+    assert sol.result == optx.RESULTS.successful
+    assert float(sol.alpha_inter) == pytest.approx(0.3597, abs=6e-5)
+    want, xi_bar = ref.Reference(0.5, epsabs=1e-12, epsrel=1e-12, xtol=1e-14).alpha_inter(0.1)
+    assert float(sol.alpha_inter) == pytest.approx(want, rel=1e-9)
+    assert float(sol.xi_bar) == pytest.approx(xi_bar, rel=1e-9)
+
+
+def test_alpha_inter_rank_constrained_matches_reference():
+    # kappa = 0.6 cuts rho_xi near the dip between the smoothed atom and the bulk: needs more
+    # quadrature nodes than the default to reach 1e-8
+    sol = interpolation_threshold(1e-2, 0.5, 0.6, n_nodes=512)
+    r = ref.Reference(0.5, kappa=0.6, epsabs=1e-12, epsrel=1e-12, xtol=1e-14)
+    want, xi_bar = r.alpha_inter(1e-2)
+    assert float(sol.alpha_inter) == pytest.approx(want, rel=1e-8)
+    assert float(sol.xi_bar) == pytest.approx(xi_bar, rel=1e-7)
+
+
+@pytest.mark.parametrize("kappa", [None, 0.6])
+def test_alpha_inter_small_noise_limit(kappa):
+    """Delta -> 0+: the gap closes as Delta^(1/3) (measured); extrapolating a + b D^(1/3) +
+    c D^(2/3) through three noise levels recovers the closed form (THEORY.md for kappa >= 1,
+    derived in alpha_inter_noiseless for kappa = 0.6). Noise levels with xi_bar below the
+    merger of the smoothed atom with the bulk (xi ~ 0.04), where the quadrature is accurate."""
+    deltas = np.array([1e-4, 3e-5, 1e-5])
+    a = np.asarray(alpha_inter(jnp.asarray(deltas), 0.5, kappa))
+    t = deltas ** (1 / 3)
+    coef = np.linalg.solve(np.stack([np.ones(3), t, t**2], axis=1), a)
+    limit = float(alpha_inter_noiseless(0.5, kappa))
+    assert coef[0] == pytest.approx(limit, abs=1.5e-3)
+    assert np.all(a < limit) and np.all(np.diff(a) > 0)
+    assert coef[1] < 0
+    if kappa is None:
+        assert limit == pytest.approx(0.25 + 0.25 - 0.0625, rel=1e-15)
+
+
+def test_alpha_inter_large_noise_limit():
+    """Delta -> inf: alpha_inter - 1/4 ~ 1/Delta (measured: xi_bar ~ Delta^2 and
+    D(0, xi) - 1/4 ~ xi^(-1/2)); Richardson over a factor 10."""
+    a1, a2 = np.asarray(alpha_inter(jnp.array([1e3, 1e4]), 0.5))
+    assert 0.25 < a2 < a1 < 0.2502
+    assert (10 * a2 - a1) / 9 == pytest.approx(0.25, abs=1e-6)
+
+
+def test_alpha_inter_noiseless_values():
+    np.testing.assert_allclose(
+        alpha_inter_noiseless(jnp.array([0.1, 0.5, 0.9, 1.0, 2.0])),
+        [0.25 + 0.05 - 0.0025, 0.4375, 0.25 + 0.45 - 0.2025, 0.5, 0.5],
+        rtol=1e-14,
+    )
+    # a student wider than the teacher's rank plus half the noise blob is unconstrained
+    assert float(alpha_inter_noiseless(0.5, 0.8)) == pytest.approx(0.4375, rel=1e-14)
+    with pytest.raises(ValueError, match="kappa"):
+        alpha_inter_noiseless(0.5, 0.3)
+
+
+def test_alpha_inter_gradients_match_finite_differences():
+    def check(f, x, h):
+        g = float(jax.grad(f)(x))
+        fd = float(central_fd(f, x, h))
+        assert g == pytest.approx(fd, rel=1e-6), (g, fd)
+
+    check(lambda t: alpha_inter(t, 0.5), 0.1, 1e-5)
+    check(lambda t: alpha_inter(0.1, t), 0.5, 1e-5)
+    check(lambda t: interpolation_threshold(0.1, t).xi_bar, 0.3, 1e-5)
+    check(lambda t: alpha_inter(0.05, 0.5, t), 0.7, 1e-5)
+
+
+def test_alpha_inter_failure_and_bad_input():
+    sol = interpolation_threshold(jnp.array([1e-9, 0.1]), 0.5)  # xi_bar below the bracket
+    ok = np.asarray(sol.result == optx.RESULTS.successful)
+    np.testing.assert_array_equal(ok, [False, True])
+    assert np.isnan(sol.alpha_inter[0]) and np.isnan(sol.xi_bar[0])
+    with pytest.raises(ValueError, match="Delta"):
+        alpha_inter(0.0, 0.5)
+    with pytest.raises(ValueError, match="kappa_star"):
+        alpha_inter(0.1, -0.5)
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def test_cli_thresholds_json(capsys):
+    import json
+
+    from qnr.cli import main
+
+    assert main(["thresholds", "--kappa-star", "0.5", "--delta", "0.1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["alpha_BO"] == pytest.approx(0.375, rel=1e-14)
+    assert out["alpha_SR"] == pytest.approx(0.422175, abs=6e-7)
+    assert out["kappa_min"] == pytest.approx(0.7037, abs=6e-5)
+    assert out["alpha_inter"] == pytest.approx(0.3597, abs=6e-5)
+    assert out["result"] == "successful"
+    assert main(["thresholds", "--kappa-star", "0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["alpha_inter"] == pytest.approx(0.4375, rel=1e-14)
+    assert "Delta -> 0+" in out["alpha_inter_note"]
+    assert main(["thresholds", "--kappa-star", "-1", "--json"]) == 2
+    assert "kappa_star" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from qnr._version import __version__
 # Modules providing subcommands, in the order shown by --help.
 SUBCOMMAND_MODULES = [
     "qnr.cli._info",
+    "qnr.cli._thresholds",
     "qnr.cli._erm_theory",
     "qnr.cli._bayes",
     "qnr.cli._curve",

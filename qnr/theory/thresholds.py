@@ -53,6 +53,9 @@ __all__ = [
     "alpha_sr",
     "kappa_min",
     "alpha_inter_noiseless",
+    "InterpolationThreshold",
+    "interpolation_threshold",
+    "alpha_inter",
 ]
 
 _PI = math.pi
@@ -263,3 +266,165 @@ def alpha_inter_noiseless(kappa_star, kappa=None) -> Float[Array, "..."]:
     for _ in range(k.ndim):
         fn = jax.vmap(fn, in_axes=(0, 0, None, None, None))
     return fn(k, kap, 1e4 * eps, 1e4 * eps, 256)
+
+
+class InterpolationThreshold(eqx.Module):
+    """Interpolation threshold of ``lam -> 0+`` ERM with label noise (THEORY.md section 3).
+
+    **Fields:** ``alpha_inter = D(0, xi_bar)``, ``xi_bar`` (the effective noise at threshold),
+    ``result`` (``optimistix.RESULTS``; failed entries are NaN) and ``stats``
+    (``bisection_steps``, ``newton_steps``, ``residual``: ``|2 xi D/(E + Delta/2) - 1|``).
+    """
+
+    alpha_inter: Float[Array, "..."]
+    xi_bar: Float[Array, "..."]
+    result: optx.RESULTS
+    stats: dict[str, Array]
+
+
+def _inter_terms(u, problem):
+    t = problem.terms(jnp.exp(u), jnp.zeros_like(u))
+    return t.D, t.E
+
+
+def _inter_residual(u, problem):
+    D, E = _inter_terms(u, problem)
+    return 2 * jnp.exp(u) * D / (E + problem.Delta / 2) - 1
+
+
+@eqx.filter_jit
+def _interpolation_threshold(problem, log_lo, log_hi, n_bisect, rtol, atol, max_steps):
+    # 1. bracketing bisection in u = log xi on the sign of 2 xi D(0, xi) - E(0, xi) - Delta/2,
+    #    which rises from -Delta/2 at xi -> 0 to +inf (a single crossing)
+    def g(u):
+        D, E = _inter_terms(u, problem)
+        return 2 * jnp.exp(u) * D - E - problem.Delta / 2
+
+    lo = jnp.asarray(log_lo, problem.alpha.dtype)
+    # 2 xi D - E grows like sqrt(xi)/2.4 at large xi (xi_bar ~ 1.4 Delta^2): widen the
+    # bracket to 16 Delta^2 for large Delta
+    big = jax.lax.stop_gradient(jnp.log(16 * problem.Delta**2))
+    hi = jnp.maximum(jnp.asarray(log_hi, problem.alpha.dtype), big)
+    bracketed = (g(lo) < 0) & (g(hi) > 0)
+
+    def body(_, carry):
+        a, b = carry
+        m = (a + b) / 2
+        neg = g(m) < 0
+        return jnp.where(neg, m, a), jnp.where(neg, b, m)
+
+    a, b = jax.lax.fori_loop(0, n_bisect, body, (lo, hi))
+    u0 = jax.lax.stop_gradient((a + b) / 2)
+    # 2. Newton polish with implicit differentiation (ImplicitAdjoint) in Delta, kappa*, kappa
+    sol = optx.root_find(
+        _inter_residual,
+        optx.Newton(rtol=rtol, atol=atol),
+        u0,
+        args=problem,
+        max_steps=max_steps,
+        throw=False,
+    )
+    u = sol.value
+    D, E = _inter_terms(u, problem)
+    resid = jnp.abs(2 * jnp.exp(u) * D / (E + problem.Delta / 2) - 1)
+    ok = (sol.result == optx.RESULTS.successful) & bracketed & jnp.isfinite(D)
+    result = optx.RESULTS.where(
+        bracketed,
+        optx.RESULTS.where(ok, optx.RESULTS.successful, optx.RESULTS.nonlinear_divergence),
+        optx.RESULTS.nonlinear_max_steps_reached,
+    )
+    return InterpolationThreshold(
+        alpha_inter=jnp.where(ok, D, jnp.nan),
+        xi_bar=jnp.where(ok, jnp.exp(u), jnp.nan),
+        result=result,
+        stats=dict(
+            bisection_steps=jnp.asarray(n_bisect),
+            newton_steps=sol.stats["num_steps"],
+            residual=jnp.where(ok, resid, jnp.nan),
+        ),
+    )
+
+
+def interpolation_threshold(
+    Delta,
+    kappa_star=None,
+    kappa=None,
+    *,
+    teacher=None,
+    d: int | None = None,
+    n_nodes: int | None = None,
+    xi_bracket: tuple[float, float] = (1e-3, 1e4),
+    n_bisect: int = 60,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 32,
+) -> InterpolationThreshold:
+    """Interpolation threshold ``alpha_inter(Delta, kappa*, kappa)`` (THEORY.md section 3).
+
+    ``xi_bar`` solves ``2 xi D(0, xi) = E(0, xi) + Delta/2`` and ``alpha_inter = D(0, xi_bar)``,
+    with ``D``, ``E`` the ERM building blocks of :mod:`qnr.theory.erm` at ``tau = 0``
+    (rank constraint ``rho_xi([omega, inf)) = kappa`` when ``kappa < 1``). Below
+    ``alpha_inter`` the ``lam -> 0+`` estimator interpolates the noisy labels
+    (``e_train = 0``). Limits: ``1/4 + kappa*/2 - kappa*^2/4`` as ``Delta -> 0+``
+    (:func:`alpha_inter_noiseless`) and ``1/4`` as ``Delta -> inf``.
+
+    ``Delta > 0``. MP teacher through ``kappa_star`` (arrays broadcast together with ``Delta``
+    and ``kappa``), or any ``teacher`` with ``d`` atoms (see
+    :class:`qnr.theory.erm.ERMProblem`; ``n_nodes`` its quadrature nodes per support
+    interval: raise it when a rank constraint cuts close to a near-gap of ``rho_xi``).
+    Numerics: bisection in ``log xi`` over ``xi_bracket`` (upper end at least
+    ``16 Delta^2``; ``n_bisect`` halvings), then ``optimistix.Newton`` with ``ImplicitAdjoint``,
+    so ``jax.grad`` in ``Delta``, ``kappa_star``, ``kappa`` is the implicit function theorem.
+    A root below ``xi_bracket`` (``Delta`` below about ``1e-5`` for ``kappa* = 0.5``, where
+    ``xi_bar < 1e-3`` and the spectral quadrature is unreliable) is reported as
+    ``nonlinear_max_steps_reached`` with NaN outputs.
+    """
+    from qnr.teachers import MarchenkoPastur
+    from qnr.theory.erm import ERMProblem  # theory-internal; spectra via erm
+
+    check_positive("Delta", Delta)
+    if teacher is None:
+        if kappa_star is None:
+            raise ValueError("give kappa_star (MP teacher) or a teacher")
+        k = _float(check_positive("kappa_star", kappa_star))
+    elif kappa_star is not None:
+        raise ValueError("give either teacher or kappa_star, not both")
+    else:
+        k = jnp.ones(())
+    constrained = kappa is not None and (
+        not is_concrete(kappa) or bool(jnp.any(jnp.asarray(kappa) < 1))
+    )
+    kap = jnp.inf if kappa is None else check_positive("kappa", kappa)
+    dl = _float(Delta)
+    k, dl, kap = jnp.broadcast_arrays(k, dl.astype(k.dtype), jnp.asarray(kap, k.dtype))
+    shape = k.shape
+
+    def build(ks, delta, kp):
+        tch = MarchenkoPastur(ks) if teacher is None else teacher
+        return ERMProblem(
+            jnp.ones_like(delta),
+            tch,
+            lam=jnp.zeros_like(delta),
+            Delta=delta,
+            kappa=kp,
+            d=d,
+            rank_constrained=constrained,
+            n_nodes=n_nodes,
+        )
+
+    problems = eqx.filter_vmap(build)(k.ravel(), dl.ravel(), kap.ravel())
+    # the residual is a small difference at small Delta: Newton on log xi stops at
+    # 1e-2 sqrt(eps) (1.5e-10 in float64), well above its rounding noise
+    tol = 1e-2 * math.sqrt(float(jnp.finfo(k.dtype).eps))
+    rtol = tol if rtol is None else rtol
+    atol = tol if atol is None else atol
+    lo, hi = (math.log(float(v)) for v in xi_bracket)
+    sol = eqx.filter_vmap(
+        lambda p: _interpolation_threshold(p, lo, hi, n_bisect, rtol, atol, max_steps)
+    )(problems)
+    return jax.tree_util.tree_map(lambda x: x.reshape(shape + x.shape[1:]), sol)
+
+
+def alpha_inter(Delta, kappa_star=None, kappa=None, **kwargs) -> Float[Array, "..."]:
+    """``interpolation_threshold(Delta, kappa_star, kappa).alpha_inter`` (NaN on failure)."""
+    return interpolation_threshold(Delta, kappa_star, kappa, **kwargs).alpha_inter

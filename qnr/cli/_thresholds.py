@@ -1,0 +1,70 @@
+"""``qnr thresholds``: sample-complexity thresholds of THEORY.md section 3 (MP teacher)."""
+
+from __future__ import annotations
+
+from qnr.cli._common import add_common_flags, setup_precision
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "thresholds",
+        help="alpha_BO, alpha_SR, kappa_min and alpha_inter for the MP teacher",
+        description=(
+            "Thresholds of THEORY.md section 3 for the Marchenko-Pastur teacher of width "
+            "kappa* d: Bayes-optimal perfect recovery alpha_BO, ERM strong recovery alpha_SR "
+            "(lam -> 0+, student width kappa d) and the rank kappa_min of the solution at "
+            "threshold, and the interpolation threshold alpha_inter (label noise Delta)."
+        ),
+    )
+    add_common_flags(p)
+    p.add_argument("--kappa-star", type=float, required=True, help="teacher width ratio kappa*")
+    p.add_argument(
+        "--kappa",
+        type=float,
+        default=None,
+        help="student width ratio kappa (default: unconstrained, kappa >= 1)",
+    )
+    p.add_argument(
+        "--delta",
+        type=float,
+        default=0.0,
+        help="label-noise variance Delta for alpha_inter (0: report the Delta -> 0+ limit)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args) -> dict:
+    setup_precision(args)
+    import optimistix as optx
+
+    from qnr._validate import check_nonnegative, check_positive
+    from qnr.theory import thresholds as th
+
+    k = check_positive("kappa_star", args.kappa_star)
+    kappa = None if args.kappa is None else check_positive("kappa", args.kappa)
+    delta = check_nonnegative("delta", args.delta)
+
+    sr = th.strong_recovery(k, kappa)
+    out = {
+        "kappa_star": k,
+        "kappa": kappa,
+        "Delta": delta,
+        "alpha_BO": float(th.alpha_bo(k)),
+        "alpha_SR": float(sr.alpha_SR),
+        "kappa_min": float(sr.kappa_min),
+        "s_star": float(sr.s_star),
+    }
+    if delta > 0:
+        inter = th.interpolation_threshold(delta, k, kappa)
+        out["alpha_inter"] = float(inter.alpha_inter)
+        out["xi_bar"] = float(inter.xi_bar)
+        out["alpha_inter_note"] = f"Delta = {delta:g}"
+        ok = bool(inter.result == optx.RESULTS.successful)
+    else:
+        out["alpha_inter"] = float(th.alpha_inter_noiseless(k, kappa))
+        out["xi_bar"] = 0.0
+        out["alpha_inter_note"] = "Delta = 0: the Delta -> 0+ limit (xi_bar -> 0)"
+        ok = True
+    ok = ok and bool(sr.result == optx.RESULTS.successful)
+    out["result"] = "successful" if ok else "failed"
+    return out
