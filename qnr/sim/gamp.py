@@ -28,12 +28,16 @@ Bayes-optimal denoiser ``vhat = 2 mmse(delta)/d``, so that ``V_mu ~ 2 mmse`` and
 (``qnr.theory.bayes``), whose fixed point is the Bayes-optimal error. Initialisation
 ``Shat = 0``, ``g = 0``, ``vhat = 2 Q0_hat/(d+1)`` with ``Q0_hat = (mean y^2 - Delta)/2``.
 
-The per-sample ``||Z_mu||_F^2`` matter at accessible sizes: the rank-one ``x x^T`` makes them
-fluctuate by ``~ 2 sqrt(2/d)`` relative (GOE sensing matrices fluctuate by ``O(1/d)``), and
-the plain AMP with a uniform Onsager coefficient diverges on this data at ``d <= 100`` while
-this GAMP converges. Damping ``beta`` (default 0.5) mixes ``Shat`` and ``vhat`` with their
-previous values, ``new <- beta new + (1 - beta) old`` (Rangan et al. 2014); undamped
-iterations oscillate at small ``d``. ``Delta`` is the dataset's label-noise variance (the
+Finite-size behaviour (measured, MP teacher ``kappa* = 0.5``, ``d = 40..100``): the rank-one
+``x x^T`` makes the row norms ``||Z_mu||_F^2`` fluctuate by ``~ 2 sqrt(2/d)`` relative (GOE
+sensing matrices: ``O(1/d)``), the per-sample variances above are the exact GAMP for such
+heterogeneous rows. Undamped, the iteration diverges on ``x x^T`` data at these sizes (with or
+without per-sample variances; the same iteration on GOE sensing matrices converges undamped),
+so the default damping is ``beta = 0.5``: ``Shat`` and ``vhat`` are mixed with their previous
+values, ``new <- beta new + (1 - beta) old`` (Rangan et al. 2014). The iteration then settles
+within ~50-150 steps on a neighbourhood of the fixed point (it keeps fluctuating by ~1-5% in
+``Shat``) at an error a few percent above the state-evolution prediction, the excess shrinking
+with ``d`` (``tests/test_gamp.py``). ``Delta`` is the dataset's label-noise variance (the
 Bayes-optimal algorithm knows the channel).
 
 The denoiser is either the oracle RIE (pass ``hilbert(l, delta)``, the asymptotic Hilbert
