@@ -34,6 +34,12 @@ def test_convex_grid_equals_points_alone():
         assert np.all(single.rank_fraction <= np.round(kappa[i] * 14) / 14 + 1e-12)
     # rank-constrained points obey their bound
     assert np.all(res.rank_fraction[1] <= 3 / 14)
+    # all points in one vmap (point_batch_size=None): the same numbers
+    full = simulate_grid(
+        teacher, alpha, kappa, lam, delta, d=14, seeds=[0, 5], point_batch_size=None
+    )
+    for k in METRICS:
+        np.testing.assert_allclose(getattr(full, k), getattr(res, k), rtol=1e-9, err_msg=k)
 
 
 @pytest.mark.parametrize("solver", ["adam"])
