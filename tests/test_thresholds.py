@@ -285,3 +285,26 @@ def test_cli_thresholds_json(capsys):
     assert "Delta -> 0+" in out["alpha_inter_note"]
     assert main(["thresholds", "--kappa-star", "-1", "--json"]) == 2
     assert "kappa_star" in capsys.readouterr().err
+
+
+# --- closed form vs the generic lam -> 0+ ERM fixed point ------------------------------------
+
+
+def test_alpha_sr_from_erm_fixed_point_extrapolation():
+    """E(alpha) of the lam -> 0+ noiseless ERM theory (qnr.theory.erm) vanishes at alpha_SR,
+    quadratically (sqrt(E) ~ alpha_SR - alpha); the rank tends to kappa_min. Extrapolating
+    the generic solver's fixed points to E = 0 recovers the closed forms to the
+    extrapolation accuracy."""
+    from qnr.theory.erm import ERMSolver, erm_problem_grid, solve_erm_curve
+
+    alphas = np.array([0.40, 0.405, 0.41, 0.4125, 0.415, 0.4165])
+    p, _ = erm_problem_grid(jnp.asarray(alphas), kappa_star=0.5, lam=0.0, Delta=0.0)
+    sol = solve_erm_curve(p, ERMSolver(fallback=False))
+    assert np.all(np.asarray(sol.converged))
+    root_E = np.sqrt(np.asarray(sol.E))
+    c = np.polyfit(alphas, root_E, 2)
+    roots = np.roots(c).real
+    a_sr = roots[np.argmin(np.abs(roots - 0.42))]
+    assert a_sr == pytest.approx(float(alpha_sr(0.5)), abs=2e-4)
+    rank = np.polyval(np.polyfit(alphas, np.asarray(sol.rank), 2), a_sr)
+    assert rank == pytest.approx(float(kappa_min(0.5)), abs=3e-3)
