@@ -42,6 +42,7 @@ import optimistix as optx
 from jaxtyping import Array, Bool, Float, Int
 
 from qnr._validate import check_nonnegative, check_positive, check_size
+from qnr.model import mmse_from_error
 from qnr.spectra import atomic_law, convolved_law, teacher_atoms
 from qnr.teachers import MarchenkoPastur, Teacher
 
@@ -290,7 +291,7 @@ def _solve(problem: BayesOptimal, solver: BayesSolver) -> BayesSolution:
     return BayesSolution(
         E=error,
         delta=delta,
-        mmse_kappa=k * error,
+        mmse_kappa=mmse_from_error(error, k),
         e_test=(error + noise / 2) / 2,
         perfect_recovery=below & (noise == 0) & (slope >= 0),
         result=result,
