@@ -154,8 +154,8 @@ def test_gamp_approaches_state_evolution(alpha, Delta):
     """GAMP-RIE (oracle RIE) at d = 60 (12 seeds) and d = 100 (8 seeds), extrapolated linearly
     in 1/d, is within 10% of the Bayes-optimal state-evolution error (kappa* = 0.5). Measured:
     +3.3% (alpha 0.2, noiseless) and +6% (alpha 0.3, Delta 0.1). At alpha = 0.3 noiseless the
-    same extrapolation gives +11%: finite-size corrections there decay more slowly than 1/d
-    (see the qnr.sim.gamp docstring)."""
+    same extrapolation gives +11% (d = 60..140, 24..8 seeds: +6.0%, +5.6%, +5.2%): the
+    finite-d RIE excess is amplified 5.9x by the state evolution there (qnr.sim.gamp)."""
     hilbert = oracle_hilbert(MP)
     means = {}
     for d, seeds in ((60, 12), (100, 8)):
