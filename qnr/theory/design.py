@@ -13,6 +13,11 @@ over ``lam > 0``:
 When the optimum is on the boundary of ``bounds`` (for instance ``lam -> 0+`` in the noiseless
 strong-recovery phase, where the minimum-nuclear-norm estimator is already exact) the
 boundary value is returned and ``stats["interior"]`` is False.
+
+Limitation: the inner fixed point must converge at every ``lam`` BFGS visits. Where it does
+not (noiseless problems above ``alpha_SR``, where ``xi -> 0`` as ``lam -> 0``), the implicit
+derivative of the failed solve is non-finite and lineax raises an ``EquinoxRuntimeError``
+instead of returning a result code; use ``Delta > 0`` or bounds away from ``lam = 0`` there.
 """
 
 from __future__ import annotations
