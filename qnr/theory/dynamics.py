@@ -257,7 +257,9 @@ def _exact_inverse_path(problem: RiccatiFlow, times):
         P = decay[:, None] * P0 * decay[None, :] + jnp.diag(_k(lam, t))
         return _spd_inverse(P)
 
-    return jax.vmap(at)(times), rank_ok
+    # lax.map rather than vmap: batched triangular solves are much slower than a loop of
+    # unbatched ones on the CPU backend (benchmarks/bench_dynamics.py)
+    return jax.lax.map(at, times), rank_ok
 
 
 @eqx.filter_jit
