@@ -468,3 +468,40 @@ def test_simulation_sweep_on_eight_devices_equals_one(tmp_path):
 
     assert len(frames[1]) == 12 and (frames[1]["result"] == 0).all()
     pd.testing.assert_frame_equal(frames[1], frames[8], check_exact=False, rtol=1e-9)
+
+
+def test_example_configs_parse_and_expand():
+    from qnr.sweep import resolve_task
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    files = sorted(root.glob("sweep_*.toml"))
+    assert {f.name for f in files} >= {
+        "sweep_simulation.toml",
+        "sweep_theory.toml",
+        "sweep_both.toml",
+    }
+    for f in files:
+        cfg = load_config(f)
+        groups = expand_grid(cfg, resolve_task(cfg))
+        assert sum(g.size for g in groups) > 1, f.name
+
+
+def test_both_sweep_reference_row(tmp_path):
+    """kind = "both": theory columns are per point (equal over seeds) and reproduce the
+    THEORY.md section 2 row (alpha 0.3, kappa* 0.5, lam 0.05, Delta 0); the simulation
+    columns are per seed and obey e_test = (E + Delta/2)/2."""
+    cfg = SweepConfig(
+        kind="both",
+        grid={"alpha": (0.3,), "lam": (0.05,), "delta": (0.0,), "d": (8,), "kappa_star": (0.5,)},
+        seeds=(0, 1),
+    )
+    report = run_sweep(cfg, tmp_path / "both", quiet=True)
+    assert report.n_failed == 0
+    df = load(tmp_path / "both")
+    assert len(df) == 2 and df["sim_E"].nunique() == 2
+    assert df["theory_xi"].nunique() == 1
+    row = df.iloc[0]
+    ref = {"xi": 0.6327, "tau": 0.5732, "E": 0.3796, "e_train": 0.001444, "rank": 0.501}
+    for k, v in ref.items():
+        assert row[f"theory_{k}"] == pytest.approx(v, rel=1.5e-3), k
+    np.testing.assert_allclose(df["sim_e_test"], df["sim_E"] / 2, rtol=1e-12)
