@@ -162,18 +162,16 @@ def test_bayes_optimal_below_published_erm_values():
 def test_bayes_optimal_below_erm_theory():
     """E_BO <= E_ERM at every tested point, ERM from the replica solver (qnr.theory.erm),
     noiseless and noisy, below the ERM strong-recovery threshold (alpha_SR = 0.422)."""
-    from qnr.theory.erm import erm_problem_grid, solve_erm_grid
+    from qnr.theory.erm import erm_problem_grid, solve_erm_curve
 
-    alpha = np.array([0.1, 0.25, 0.4])[:, None, None]
-    lam = np.array([0.0, 0.5])[None, :, None]
-    Delta = np.array([0.0, 0.1])[None, None, :]
-    problems, shape = erm_problem_grid(alpha, kappa_star=0.5, lam=lam, Delta=Delta)
-    sol = solve_erm_grid(problems)
-    assert bool(jnp.all(sol.result == optx.RESULTS.successful))
-    e_erm = np.asarray(sol.E).reshape(shape)
-    e_bo = np.asarray(bayes_optimal_error(alpha + 0 * lam, 0.5, Delta + 0 * lam))
-    assert e_bo.shape == e_erm.shape
-    assert np.all(e_bo < e_erm), np.argwhere(e_bo >= e_erm)
+    alphas = np.array([0.1, 0.25, 0.4])
+    for lam in (0.0, 0.5):
+        for Delta in (0.0, 0.1):
+            problems, _ = erm_problem_grid(alphas, kappa_star=0.5, lam=lam, Delta=Delta)
+            sol = solve_erm_curve(problems)  # warm-started along alpha
+            assert bool(jnp.all(sol.result == optx.RESULTS.successful))
+            e_bo = np.asarray(bayes_optimal_error(alphas, 0.5, Delta))
+            assert np.all(e_bo < np.asarray(sol.E)), (lam, Delta, e_bo, sol.E)
 
 
 def test_oracle_hilbert_is_the_spectra_transform():
