@@ -10,7 +10,10 @@
    with the sensing FLOP/s against the measured float64 matmul peak.
 
 Compilation is excluded (warm-up first); timings are medians of ``--repeats`` runs with
-``block_until_ready``. Writes ``benchmarks/results/bench_bayes.md``.
+``block_until_ready``. ``OPENBLAS_NUM_THREADS`` defaults to 1: jax's CPU ``eigh`` calls
+LAPACK from scipy's OpenBLAS, whose threads spin under CPU oversubscription (measured on the
+shared 2-core machine at load ~15: a 80 x 80 ``eigh`` took 196 ms with default threading and
+0.4-0.5 ms single-threaded). Writes ``benchmarks/results/bench_bayes.md``.
 
     python benchmarks/bench_bayes.py [--quick]
 """
@@ -23,6 +26,8 @@ import platform
 import statistics
 import time
 from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before scipy/jax load OpenBLAS
 
 
 def _cpu_model() -> str:
@@ -120,7 +125,8 @@ def main() -> None:
         "# bench_bayes: Bayes-optimal state evolution and GAMP-RIE",
         "",
         f"Machine: {_cpu_model()}, {os.cpu_count()} cores (shared), jax {jax.__version__}, "
-        f"backend {jax.default_backend()}, float64. Medians of {repeats} runs after warm-up"
+        f"backend {jax.default_backend()}, float64, OPENBLAS_NUM_THREADS="
+        f"{os.environ.get('OPENBLAS_NUM_THREADS')}. Medians of {repeats} runs after warm-up"
         + (" (--quick)." if quick else "."),
         "",
         "| workload | size | median time [s] | speed-up vs baseline |",
