@@ -46,7 +46,7 @@ def _grid(quick):
 
     if quick:
         return dict(d=12, alphas=np.linspace(0.2, 0.8, 4), seeds=2, repeats=3)
-    return dict(d=20, alphas=np.linspace(0.1, 0.9, 8), seeds=4, repeats=5)
+    return dict(d=16, alphas=np.linspace(0.2, 0.8, 6), seeds=3, repeats=3)
 
 
 def measure(mode: str, quick: bool) -> dict:
@@ -123,7 +123,7 @@ def _subprocess(mode, quick, devices):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small grid (CI smoke run)")
-    parser.add_argument("--devices", type=int, nargs="*", default=[2, 4])
+    parser.add_argument("--devices", type=int, nargs="*", default=[2])
     parser.add_argument("--_measure", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._measure:
