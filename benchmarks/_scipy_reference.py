@@ -277,7 +277,8 @@ class Reference:
 
     def solve(self, alpha: float, lam: float, Delta: float = 0.0) -> dict:
         """Fixed point ``(xi, tau)`` and the outputs of THEORY.md section 2."""
-        xi_lo = 1e-6
+        # 2 alpha xi >= Delta/2 at the fixed point (E >= 0): start the bracket there
+        xi_lo = Delta / (4 * alpha) if Delta > 0 else 1e-6
         f_lo = self._residual(xi_lo, alpha, lam, Delta)
         if f_lo >= 0:  # noiseless perfect recovery (lam -> 0+, alpha > alpha_SR): xi -> 0
             xi = 0.0
