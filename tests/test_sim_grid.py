@@ -20,7 +20,7 @@ def _assert_point_equal(point, single, rtol):
 def test_convex_grid_equals_points_alone():
     """A masked (alpha, kappa, lam, Delta) grid equals each point run at its own n and m."""
     teacher = MarchenkoPastur(0.5)
-    alpha = np.array([0.15, 0.3, 0.4, 0.25])
+    alpha = np.array([0.15, 0.4, 0.4, 0.15])  # two sample sizes: two programs for the singles
     kappa = np.array([1.0, 0.2, 2.0, 0.35])
     lam = np.array([0.05, 0.02, 0.1, 0.03])
     delta = np.array([0.0, 0.1, 0.0, 0.3])
@@ -34,6 +34,7 @@ def test_convex_grid_equals_points_alone():
         assert np.all(single.rank_fraction <= np.round(kappa[i] * 14) / 14 + 1e-12)
     # rank-constrained points obey their bound
     assert np.all(res.rank_fraction[1] <= 3 / 14)
+    assert np.all(res.rank_fraction[3] <= 5 / 14)
     # all points in one vmap (point_batch_size=None): the same numbers
     full = simulate_grid(
         teacher, alpha, kappa, lam, delta, d=14, seeds=[0, 5], point_batch_size=None
@@ -47,8 +48,8 @@ def test_network_grid_equals_points_alone(solver):
     """Masked samples and neurons: a fixed number of optimizer steps on the padded problem
     equals the same steps on each point alone (vmapped over lam, learning rate, init scale)."""
     teacher = PowerLaw(1.0, 0.5)
-    alpha = np.array([0.2, 0.45, 0.3])
-    kappa = np.array([0.5, 1.5, 1.0])
+    alpha = np.array([0.2, 0.45, 0.2])  # points 0 and 2 differ only in lam, lr, init
+    kappa = np.array([0.5, 1.5, 0.5])
     lam = np.array([0.01, 0.05, 0.02])
     lr = np.array([0.1, 0.2, 0.15]) if solver == "gd" else np.array([0.01, 0.005, 0.02])
     init = np.array([0.3, 1.0, 0.6])
