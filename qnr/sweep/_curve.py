@@ -87,6 +87,29 @@ def summarise_seeds(alpha, values: dict[str, np.ndarray]) -> dict[str, np.ndarra
     return out
 
 
+def solve_theory_batch(static, floats, options=None) -> dict[str, np.ndarray]:
+    """The ``theory`` task on a batch of points (sharded, vmapped), in two passes: Newton on
+    every point, then Levenberg-Marquardt (``method = "lm"``) on the points that failed only
+    (a per-point ``lax.cond`` fallback would run both solvers on every point under ``vmap``).
+    """
+    from qnr.sweep._tasks import THEORY
+
+    opts = {**THEORY.options, **(options or {})}
+    size = int(np.asarray(next(iter(floats.values()))).size)
+    keys = seed_keys(0, [0])
+    fn = THEORY.build(static, {**opts, "fallback": False}, floats)
+    out = ShardedMap(fn, size)(floats, keys)
+    failed = np.flatnonzero(out["result"] != 0)
+    if failed.size and opts.get("method", "newton") == "newton":
+        sub = {k: np.asarray(v)[failed] for k, v in floats.items()}
+        lm = THEORY.build(static, {**opts, "method": "lm", "fallback": False}, sub)
+        retry = ShardedMap(lm, failed.size)(sub, keys)
+        for k in out:
+            out[k] = np.array(out[k], copy=True)
+            out[k][failed] = retry[k]
+    return out
+
+
 def _thresholds(kappa_star: float, kappa: float, delta: float, teacher: str) -> dict:
     import jax.numpy as jnp
 
@@ -131,7 +154,7 @@ def learning_curve(
     ``qnr.theory.erm``; thresholds ``qnr.theory``; ``bayes=True`` adds the Bayes-optimal
     curve when ``qnr.theory.bayes`` is available.
     """
-    from qnr.sweep._tasks import SIMULATION, THEORY
+    from qnr.sweep._tasks import SIMULATION
 
     check_positive("kappa_star", kappa_star)
     check_nonnegative("lam", lam)
@@ -170,12 +193,7 @@ def learning_curve(
         "lam": np.full_like(a_all, lam),
         "delta": np.full_like(a_all, delta),
     }
-    th_fn = THEORY.build(
-        {"teacher": teacher, "gamma": gamma},
-        {**THEORY.options, **(theory_options or {})},
-        th_floats,
-    )
-    th_out = ShardedMap(th_fn, a_all.size)(th_floats, seed_keys(seed, [0]))
+    th_out = solve_theory_batch({"teacher": teacher, "gamma": gamma}, th_floats, theory_options)
     nt = alphas_theory.size
     theory = {"alpha": alphas_theory, **{k: np.asarray(v[:nt]) for k, v in th_out.items()}}
     at_sim = {k: np.asarray(v[nt:]) for k, v in th_out.items()}

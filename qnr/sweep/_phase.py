@@ -19,8 +19,6 @@ import numpy as np
 
 from qnr._validate import check_nonnegative, check_positive
 from qnr._version import __version__
-from qnr.sweep._engine import ShardedMap
-from qnr.sweep._run import seed_keys
 
 __all__ = ["PhaseDiagram", "phase_diagram", "write_phase_diagram"]
 
@@ -67,7 +65,7 @@ def phase_diagram(
 ) -> PhaseDiagram:
     """ERM theory on the grid ``kappa_stars x alphas`` (defaults: 40 x 60 points in
     ``[0.05, 0.95] x [0.02, 0.8]``) at fixed ``lam``, ``Delta``, ``kappa``."""
-    from qnr.sweep._tasks import THEORY
+    from qnr.sweep._curve import solve_theory_batch
 
     alphas = np.linspace(0.02, 0.8, 60) if alphas is None else np.asarray(alphas, float)
     kappa_stars = (
@@ -88,10 +86,7 @@ def phase_diagram(
         "delta": np.full(K * A, delta),
     }
     t0 = time.perf_counter()
-    fn = THEORY.build(
-        {"teacher": "mp", "gamma": 1.0}, {**THEORY.options, **(theory_options or {})}, floats
-    )
-    out = ShardedMap(fn, K * A)(floats, seed_keys(0, [0]))
+    out = solve_theory_batch({"teacher": "mp", "gamma": 1.0}, floats, theory_options)
     timings = {"theory_s": time.perf_counter() - t0}
     n_failed = int(np.count_nonzero(out["result"]))
     if n_failed:

@@ -165,7 +165,10 @@ _THEORY_OPTIONS = {
     "tau0": 1.0,
     "n_nodes": 0,  # quadrature nodes per support interval (0: the solver's default)
     "method": "newton",  # "newton" | "lm" (Levenberg-Marquardt)
-    "fallback": True,  # retry a failed Newton solve with Levenberg-Marquardt
+    # retry a failed Newton solve with Levenberg-Marquardt inside each point (a lax.cond: under
+    # vmap BOTH solvers run for every point, so it is off by default; learning_curve and
+    # phase_diagram instead re-solve only the failed points with method = "lm")
+    "fallback": False,
 }
 
 THEORY_OUTPUTS = ("xi", "tau", "E", "e_test", "e_train", "rank", "D", "b")
