@@ -76,7 +76,9 @@ def _solve_w(u, t, p, xi):
     a2 = (u[..., None] - t) ** 2
     F = xi * jnp.sum(p / a2, axis=-1)
     on = F > 1
-    w = safe_newton(_w_fn, (a2, p, xi), jnp.zeros_like(u), jnp.broadcast_to(xi, u.shape))
+    # off the support the bracket is empty, so those elements stop at once
+    hi = jnp.where(on, jnp.broadcast_to(xi, u.shape), 0.0)
+    w = safe_newton(_w_fn, (a2, p, xi), jnp.zeros_like(u), hi)
     w = jnp.where(on, w, 1.0)  # finite filler keeps the polishing NaN-free
     w = newton_polish(_w_fn, (a2, p, xi), w)
     return jnp.where(on, jnp.maximum(w, 0.0), 0.0), F
@@ -143,8 +145,9 @@ class AtomicConvolution(SemicircleConvolution):
         umin = safe_newton(_dF, args, lo_s, hi_s, increasing=True)
         fmin = _F(umin, args)[0]
         opened = ok & (fmin < 1)
-        left = safe_newton(_edge_fn, args, lo_s, umin, increasing=True)
-        right = safe_newton(_edge_fn, args, umin, hi_s, increasing=False)
+        # closed gaps get an empty bracket (no iterations spent on them)
+        left = safe_newton(_edge_fn, args, jnp.where(opened, lo_s, umin), umin, increasing=True)
+        right = safe_newton(_edge_fn, args, umin, jnp.where(opened, hi_s, umin), increasing=False)
         return umin, opened, left, right
 
     def _u_intervals(self):
@@ -251,8 +254,11 @@ class AtomicConvolution(SemicircleConvolution):
         xb = _x_of_u(ub, t, p, xi)[0]
         cut = (lower > xa) & (lower < xb)
         args = (t, p, xi, lower)
-        u_cut = safe_newton(_invert_fn, args, ua, ub, increasing=True)
-        u_cut = jnp.where(cut, u_cut, (ua + ub) / 2)
+        mid = (ua + ub) / 2
+        u_cut = safe_newton(
+            _invert_fn, args, jnp.where(cut, ua, mid), jnp.where(cut, ub, mid), increasing=True
+        )
+        u_cut = jnp.where(cut, u_cut, mid)
         u_cut = newton_polish(_invert_fn, args, u_cut)
         u_low = jnp.where(cut, u_cut, ua)
         return u_low, lower < xb

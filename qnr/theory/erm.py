@@ -30,13 +30,14 @@ Outputs: ``E = ||Shat - S*||_F^2/d``, ``e_test = alpha xi = (E + Delta/2)/2``,
 Numerics: unknowns ``(log xi, log tau)`` (``log xi`` alone on the ``tau = 0`` branch),
 residuals ``(E + Delta/2)/(2 alpha xi) - 1`` and ``1 - D/alpha - lam/tau`` (equation 2 divided
 by ``tau``, which is also the ``lam = 0`` interpolation condition), Newton's method from
-``optimistix`` with implicit differentiation (``ImplicitAdjoint``): ``jax.grad`` of any output
-with respect to ``alpha, lam, Delta, kappa`` or the teacher's parameters goes through the
-implicit function theorem.
+``optimistix`` (Levenberg-Marquardt as fallback) with implicit differentiation: ``jax.grad``
+(or ``jax.jvp``) of any output with respect to ``alpha, lam, Delta, kappa`` or the teacher's
+parameters goes through the implicit function theorem (see ``_root``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import equinox as eqx
@@ -326,29 +327,53 @@ def _residual_tau_zero(y, problem: ERMProblem):
 
 
 def _root(fn, y0, problem, solver: ERMSolver):
-    """Newton's method; where it fails (divergence, non-finite iterates, too many steps),
-    Levenberg-Marquardt (trust region, globally convergent on these residuals) from the same
-    start. Both come from optimistix with implicit differentiation."""
+    """Solve ``fn(y, problem) = 0``: Newton's method (``optimistix.Newton``); where it fails
+    (divergence, non-finite iterates, too many steps), Levenberg-Marquardt
+    (``optimistix.LevenbergMarquardt``, a trust-region method) from the same start.
+
+    Differentiation is by the implicit function theorem: the solve runs on
+    ``stop_gradient``-ed inputs and the root is re-attached to the graph by one Newton step
+    ``y* - J^{-1} fn(y*, problem)`` with ``J = d fn / dy`` held constant, whose derivative is
+    exactly ``-J^{-1} d fn / d theta`` (forward and reverse mode). Failed solves are replaced
+    by the (finite) starting point before that step, so a failed or unused branch can never
+    inject NaN into the gradients of the selected one.
+    """
+    y0 = jax.lax.stop_gradient(y0)
+    p_const = jax.lax.stop_gradient(problem)
 
     def run(method):
-        sol = optx.root_find(fn, method, y0, problem, throw=False, max_steps=solver.max_steps)
+        sol = optx.root_find(
+            fn,
+            method,
+            y0,
+            p_const,
+            throw=False,
+            max_steps=solver.max_steps,
+            adjoint=optx.RecursiveCheckpointAdjoint(),
+        )
         ok = (sol.result == optx.RESULTS.successful) & jnp.all(jnp.isfinite(sol.value))
         return sol.value, ok, sol.stats["num_steps"]
 
     lm = optx.LevenbergMarquardt(rtol=solver.rtol, atol=solver.atol)
     if solver.method == "lm":
-        return run(lm)
-    if solver.method != "newton":
+        y, ok, steps = run(lm)
+    elif solver.method == "newton":
+        y, ok, steps = run(optx.Newton(rtol=solver.rtol, atol=solver.atol))
+        if solver.fallback:
+
+            def retry(_):
+                y2, ok2, steps2 = run(lm)
+                return y2, ok2, steps + steps2
+
+            y, ok, steps = jax.lax.cond(ok, lambda _: (y, ok, steps), retry, None)
+    else:
         raise ValueError(f"method must be 'newton' or 'lm', got {solver.method!r}")
-    y, ok, steps = run(optx.Newton(rtol=solver.rtol, atol=solver.atol))
-    if not solver.fallback:
-        return y, ok, steps
-
-    def retry(_):
-        y2, ok2, steps2 = run(lm)
-        return y2, ok2, steps + steps2
-
-    return jax.lax.cond(ok, lambda _: (y, ok, steps), retry, None)
+    y = jax.lax.stop_gradient(jnp.where(ok, y, y0))
+    jac = jax.jacfwd(fn)(y, p_const)
+    eye = jnp.eye(y.shape[0], dtype=y.dtype)
+    jac = jnp.where(ok & jnp.all(jnp.isfinite(jac)), jac, eye)
+    y = y - jnp.linalg.solve(jac, fn(y, problem))
+    return y, ok, steps
 
 
 def solve_erm(problem: ERMProblem, solver: ERMSolver | None = None, init=None) -> ERMSolution:
@@ -496,12 +521,12 @@ def solve_erm_grid(problems: ERMProblem, solver: ERMSolver | None = None, init=N
     dtype = problems.alpha.dtype
     if init is None:
         init = jnp.broadcast_to(jnp.asarray([solver.xi0, solver.tau0], dtype), (n, 2))
-    sol = _solve_batch(problems, eqx.tree_at(lambda s: s.fallback, solver, False), init)
+    sol = _solve_batch(problems, dataclasses.replace(solver, fallback=False), init)
     if solver.fallback and is_concrete(sol.xi) and not bool(jnp.all(sol.converged)):
         warm = jnp.where(
             sol.converged[:, None], jnp.stack([sol.xi, jnp.maximum(sol.tau, 0.0)], -1), init
         )
-        lm = eqx.tree_at(lambda s: (s.method, s.fallback), solver, ("lm", False))
+        lm = dataclasses.replace(solver, method="lm", fallback=False)
         sol2 = _solve_batch(problems, lm, warm)
         sol = jax.tree.map(
             lambda a, b: jnp.where(
