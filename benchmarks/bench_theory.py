@@ -173,6 +173,8 @@ def main():
         "The 2 cores are shared with other processes: absolute times are noisy, ratios less so.",
         "",
     ]
+    out = pathlib.Path(__file__).resolve().parent / "results" / "bench_theory.md"
+    out.parent.mkdir(exist_ok=True)
     alphas = np.linspace(0.05, 1.0, 256)
     idx = np.linspace(0, 255, n_check).round().astype(int)
     run_workload(
@@ -184,6 +186,7 @@ def main():
         repeats,
         lines,
     )
+    out.write_text("\n".join(lines) + "\n")  # partial results survive an interrupted run
     a, k = np.meshgrid(np.linspace(0.05, 1.0, 32), np.linspace(0.1, 0.9, 32), indexing="ij")
     idx2 = np.linspace(0, 1023, max(2, n_check // 2)).round().astype(int)
     run_workload(
@@ -195,8 +198,6 @@ def main():
         repeats,
         lines,
     )
-    out = pathlib.Path(__file__).resolve().parent / "results" / "bench_theory.md"
-    out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 
