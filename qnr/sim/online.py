@@ -192,14 +192,16 @@ def _online_sgd(problem, eta, key, batch_size, steps):
     S_star = F @ F.T
     opt = optax.sgd(eta)
     sqrt_noise = jnp.sqrt(problem.noise)
+    sqrt_d = jnp.sqrt(jnp.asarray(d, dtype))
 
     def step_fn(k, carry):
         W, opt_state = carry
         kx, kn = jax.random.split(jax.random.fold_in(key, k))
         X = jax.random.normal(kx, (batch_size, d), dtype=dtype)
         y = network_output(X, F) + sqrt_noise * jax.random.normal(kn, (batch_size,), dtype)
-        r = y - network_output(X, W)
-        grad = -_zw_sum(X, r, W) / batch_size
+        h = X @ W  # computed once: the output and the gradient both use it
+        r = y - (jnp.sum(h**2, axis=-1) - jnp.sum(W**2)) / sqrt_d
+        grad = -(X.T @ (r[:, None] * h) - jnp.sum(r) * W) / (sqrt_d * batch_size)
         updates, opt_state = opt.update(grad, opt_state, W)
         return optax.apply_updates(W, updates), opt_state
 
