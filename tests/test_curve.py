@@ -135,3 +135,22 @@ def test_curve_thresholds_match_theory_md():
     assert t["alpha_SR"] == pytest.approx(0.422175, rel=2e-6)
     assert t["alpha_inter"] == pytest.approx(0.3597, abs=1e-4)
     assert np.isnan(_thresholds(0.5, 1.0, 0.0, "mp")["alpha_inter"])
+
+
+def test_theory_batch_min_nuclear_norm_reference():
+    """lam = 0 (the lam -> 0+ limit, tau = 0 branch compiled only for such groups) reproduces
+    THEORY.md section 2: kappa* = 0.5, Delta = 0: E = 2.126, r = 0.260 (alpha 0.1) and
+    E = 0.322, r = 0.542 (alpha 0.3)."""
+    from qnr.sweep._curve import solve_theory_batch
+
+    floats = {
+        "alpha": np.array([0.1, 0.3]),
+        "kappa_star": np.full(2, 0.5),
+        "kappa": np.ones(2),
+        "lam": np.zeros(2),
+        "delta": np.zeros(2),
+    }
+    out = solve_theory_batch({"teacher": "mp"}, floats)
+    assert (out["result"] == 0).all()
+    np.testing.assert_allclose(out["E"], [2.126, 0.322], rtol=1e-3)
+    np.testing.assert_allclose(out["rank"], [0.260, 0.542], atol=1e-3)

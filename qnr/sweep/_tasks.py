@@ -199,6 +199,8 @@ def theory_point_fn(static, options, floats):
     teacher_name = str(static.get("teacher", "mp")).replace("_", "-")
     kappas = np.asarray(floats.get("kappa", [1.0]))
     constrained = bool(np.any(kappas < 1))
+    # compile the lam -> 0+ (tau = 0) branch only when the group has lam == 0
+    lam_zero = bool(np.any(np.asarray(floats.get("lam", [1.0])) == 0))
     fixed_teacher = None
     if teacher_name == "power-law":
         ks = np.unique(np.asarray(floats.get("kappa_star", [1.0])))
@@ -218,6 +220,7 @@ def theory_point_fn(static, options, floats):
             Delta=params["delta"],
             kappa=kappa,
             rank_constrained=constrained,
+            lam_zero=lam_zero,
             n_nodes=n_nodes,
         )
         if fixed_teacher is None:
