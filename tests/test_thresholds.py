@@ -241,6 +241,7 @@ def test_alpha_inter_noiseless_values():
         alpha_inter_noiseless(0.5, 0.3)
 
 
+@pytest.mark.slow
 def test_alpha_inter_gradients_match_finite_differences():
     def check(f, x, h):
         g = float(jax.grad(f)(x))
