@@ -22,6 +22,7 @@ from qnr.theory.erm import (
     erm_problem_grid,
     erm_rank,
     erm_terms,
+    learned_spectrum,
     solve_erm,
     solve_erm_curve,
     solve_erm_grid,
@@ -227,9 +228,11 @@ def test_power_law_teacher():
 
 
 def test_learned_spectrum_mass():
-    sol = solve(ERMProblem(0.3, kappa_star=0.5, lam=0.05))
+    problem = ERMProblem(0.3, kappa_star=0.5, lam=0.05)
+    sol = solve(problem)
     law = convolved_law(MarchenkoPastur(0.5), sol.xi)
-    ls = LearnedSpectrum(law, sol.tau, sol.b, 1 - sol.rank)
+    ls = learned_spectrum(problem, sol)
+    assert isinstance(ls, LearnedSpectrum)
     mass = law.integrate(lambda x, r, h: r, sol.b)
     np.testing.assert_allclose(float(ls.atom + mass), 1.0, rtol=1e-12)
     assert float(ls.density(-1e-3)) == 0.0 and float(ls.density(0.5)) > 0

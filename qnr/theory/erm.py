@@ -67,6 +67,7 @@ __all__ = [
     "ERMSolver",
     "ERMSolution",
     "LearnedSpectrum",
+    "learned_spectrum",
     "solve_erm",
     "solve_erm_grid",
     "erm_problem_grid",
@@ -309,6 +310,13 @@ class LearnedSpectrum(eqx.Module):
         """``int x^k dlaw`` (``k >= 1``): ``int_b^inf (x - tau)^k rho_xi(x) dx``."""
         tau = self.tau
         return self.law.integrate(lambda x, r, h: (x - tau) ** k * r, self.b)
+
+
+def learned_spectrum(problem: ERMProblem, solution: ERMSolution) -> LearnedSpectrum:
+    """Eigenvalue law of the learned matrix ``Shat`` at a solved fixed point (THEORY.md
+    section 2): atom ``1 - r`` at 0 plus ``rho_xi`` above ``b`` shifted left by ``tau``."""
+    law = problem.law(solution.xi)
+    return LearnedSpectrum(law, solution.tau, solution.b, 1 - solution.rank)
 
 
 # --------------------------------------------------------------------------- residuals
