@@ -16,6 +16,7 @@ from qnr.theory.erm import (
     BRANCH_GENERAL,
     BRANCH_TAU_ZERO,
     ERMProblem,
+    ERMSolver,
     LearnedSpectrum,
     erm_D,
     erm_E,
@@ -164,11 +165,13 @@ def test_vmapped_grid_compiles_once():
     @jax.vmap
     @chex.assert_max_traces(n=1)
     def run(alpha, lam, delta, ks):
-        return solve_erm(ERMProblem(alpha, kappa_star=ks, lam=lam, Delta=delta)).E
+        # lam > 0 on these grids: leave the lam -> 0+ branch logic out (static lam_zero)
+        problem = ERMProblem(alpha, kappa_star=ks, lam=lam, Delta=delta, lam_zero=False)
+        return solve_erm(problem, ERMSolver(fallback=False)).E
 
     chex.clear_trace_counter()
     e1 = run(alphas, np.full(8, 0.05), np.full(8, 0.1), np.full(8, 0.5))
-    e2 = run(alphas, np.linspace(0.0, 0.1, 8), np.full(8, 0.0), np.linspace(0.3, 2.0, 8))
+    e2 = run(alphas, np.linspace(0.01, 0.1, 8), np.full(8, 0.0), np.linspace(0.3, 2.0, 8))
     assert np.all(np.isfinite(e1)) and np.all(np.isfinite(e2))
     # the grid agrees with point-wise solves
     np.testing.assert_allclose(
@@ -193,8 +196,6 @@ def test_grid_and_curve_helpers():
 
 def test_failure_is_a_result_code_and_nan():
     """A solve that cannot converge in 1 step reports failure and NaN outputs."""
-    from qnr.theory.erm import ERMSolver
-
     sol = solve_erm(
         ERMProblem(0.3, kappa_star=0.5, lam=0.05), ERMSolver(max_steps=1, fallback=False)
     )
