@@ -1,5 +1,7 @@
 """qnr: theory and simulation of learning in quadratic neural networks (JAX).
 
+Submodules ``qnr.sweep`` (resumable sharded sweeps) and ``qnr.plot`` are imported on demand.
+
 Layers (one direction of flow): the base layer (``qnr.teachers``, ``qnr.model``) feeds
 ``qnr.spectra`` -> ``qnr.theory`` and, independently, ``qnr.sim``; ``qnr.sweep``, ``qnr.plot``
 and the ``qnr`` command line sit on top. The canonical normalization is THEORY.md section 1:
@@ -7,7 +9,7 @@ and the ``qnr`` command line sit on top. The canonical normalization is THEORY.m
 ``E = ||S - S*||_F^2/d``, ``e_test = (E + Delta/2)/2``.
 """
 
-from qnr import model, sim, teachers
+from qnr import model, sim, spectra, teachers, theory
 from qnr._version import __version__
 from qnr.model import (
     error_from_mmse,
@@ -17,14 +19,42 @@ from qnr.model import (
     mmse_from_error,
     test_error,
 )
-from qnr.sim import Dataset, make_dataset, make_dataset_from_matrix
+from qnr.sim import Dataset, make_dataset, make_dataset_from_matrix, simulate, simulate_grid
+from qnr.spectra import convolved_law
 from qnr.teachers import MarchenkoPastur, PowerLaw, Spectrum, Teacher
+from qnr.theory import (
+    BayesOptimal,
+    ERMProblem,
+    alpha_bo,
+    alpha_inter,
+    optimal_lam,
+    solve_bayes_optimal,
+    solve_erm,
+    solve_erm_curve,
+    solve_erm_grid,
+    strong_recovery,
+)
 
 __all__ = [
     "__version__",
     "model",
     "sim",
+    "spectra",
     "teachers",
+    "theory",
+    "convolved_law",
+    "ERMProblem",
+    "solve_erm",
+    "solve_erm_grid",
+    "solve_erm_curve",
+    "strong_recovery",
+    "alpha_bo",
+    "alpha_inter",
+    "optimal_lam",
+    "BayesOptimal",
+    "solve_bayes_optimal",
+    "simulate",
+    "simulate_grid",
     "Teacher",
     "MarchenkoPastur",
     "PowerLaw",
