@@ -251,7 +251,8 @@ class ERMSolver(eqx.Module):
     (``optimistix.Newton``) or ``"lm"`` (``optimistix.LevenbergMarquardt``, slower but
     globally convergent), tolerances ``rtol``/``atol`` (on the log-variables), at most
     ``max_steps`` steps; ``xi0``/``tau0`` the default initial guess (overridden by ``init``
-    warm starts); ``fallback``: retry a failed Newton solve with Levenberg-Marquardt (a
+    warm starts); ``residual_tol``: a solution whose residuals exceed it is reported as a
+    failure; ``fallback``: retry a failed Newton solve with Levenberg-Marquardt (a
     ``lax.cond``; :func:`solve_erm_grid` instead re-solves only the failed points)."""
 
     rtol: float = 1e-11
@@ -259,6 +260,7 @@ class ERMSolver(eqx.Module):
     max_steps: int = 100
     xi0: float = 1.0
     tau0: float = 1.0
+    residual_tol: float = 1e-8
     method: str = eqx.field(static=True, default="newton")
     fallback: bool = eqx.field(static=True, default=True)
 
@@ -430,15 +432,15 @@ def solve_erm(problem: ERMProblem, solver: ERMSolver | None = None, init=None) -
     e_train = xi * (alpha - t.D) ** 2 / alpha
     e_train = jnp.where(use_0 | (problem.lam > 0), e_train, 0.0)
     values = dict(xi=xi, tau=tau, E=t.E, e_test=e_test, e_train=e_train, rank=t.rank, D=t.D, b=t.b)
+    r1 = (t.E + problem.Delta / 2) / (2 * alpha * xi) - 1
+    r2 = jnp.where(use_0, 0.0, 1 - t.D / alpha - problem.lam / jnp.where(use_0, 1.0, tau))
+    residual = jax.lax.stop_gradient(jnp.maximum(jnp.abs(r1), jnp.abs(r2)))
+    # a converged iteration whose equations are not satisfied is a failure, not a result
+    ok = ok & (residual <= solver.residual_tol)
     ok = ok & jnp.all(jnp.stack([jnp.isfinite(v) for v in values.values()]))
     values = {k: jnp.where(ok, v, jnp.nan) for k, v in values.items()}
     result = optx.RESULTS.where(ok, optx.RESULTS.successful, optx.RESULTS.nonlinear_divergence)
-    r1 = (t.E + problem.Delta / 2) / (2 * alpha * xi) - 1
-    r2 = jnp.where(use_0, 0.0, 1 - t.D / alpha - problem.lam / tau)
-    stats = dict(
-        num_steps=jnp.where(use_0, steps_0, steps_g),
-        residual=jnp.where(ok, jnp.maximum(jnp.abs(r1), jnp.abs(r2)), jnp.nan),
-    )
+    stats = dict(num_steps=jnp.where(use_0, steps_0, steps_g), residual=residual)
     return ERMSolution(
         **values,
         branch=jnp.where(use_0, BRANCH_TAU_ZERO, BRANCH_GENERAL),
