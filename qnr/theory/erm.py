@@ -213,6 +213,13 @@ class ERMProblem(eqx.Module):
             self.atoms, self.weights = teacher_atoms(teacher, d)
             d = int(d) if d is not None else int(self.atoms.shape[0])
         fdt = jnp.zeros(()).dtype
+        if fdt != jnp.float64:
+            warnings.warn(
+                "the ERM replica solver needs float64 (its residual tolerance is 1e-8): call "
+                "jax.config.update('jax_enable_x64', True) first; in float32 most solves fail "
+                "(result code, NaN outputs)",
+                stacklevel=2,
+            )
         self.alpha = jnp.asarray(check_positive("alpha", alpha), dtype=fdt)
         self.lam = jnp.asarray(check_nonnegative("lam", lam), dtype=fdt)
         self.Delta = jnp.asarray(check_nonnegative("Delta", Delta), dtype=fdt)
