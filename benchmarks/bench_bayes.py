@@ -22,22 +22,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
+from _common import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
+
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before scipy/jax load OpenBLAS
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -124,7 +115,7 @@ def main() -> None:
     lines = [
         "# bench_bayes: Bayes-optimal state evolution and GAMP-RIE",
         "",
-        f"Machine: {_cpu_model()}, {os.cpu_count()} cores (shared), jax {jax.__version__}, "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores (shared), jax {jax.__version__}, "
         f"backend {jax.default_backend()}, float64, OPENBLAS_NUM_THREADS="
         f"{os.environ.get('OPENBLAS_NUM_THREADS')}. Medians of {repeats} runs after warm-up"
         + (" (--quick)." if quick else "."),

@@ -25,20 +25,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _common import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def instance(d: int, seed: int = 0):
@@ -134,7 +125,7 @@ def main(argv=None):
     lines = [
         "# bench_convex: nuclear-norm ERM, qnr FISTA vs CVXPY/SCS (float64)",
         "",
-        f"Machine: {_cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__} "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__} "
         f"({jax.default_backend()}), cvxpy {cp.__version__}.",
         "Instances: MP teacher kappa* = 0.5, alpha = 0.5, lam = 0.05, Delta = 0.1. qnr time: "
         f"median of {repeats} compiled runs (compile-inclusive first call listed); CVXPY time: "

@@ -21,20 +21,11 @@ Every timing: compile first, ``block_until_ready``, median of repeats. Writes
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _common import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def _median_time(fn, repeats):
@@ -224,7 +215,7 @@ def main():
     lines = [
         "# bench_dynamics" + (" (--quick)" if args.quick else ""),
         "",
-        f"Machine: {_cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}, "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}, "
         f"backend {jax.default_backend()}. Matmul peak (1024^3): "
         f"{peak64 / 1e9:.1f} GFLOP/s float64, {peak32 / 1e9:.1f} GFLOP/s float32. "
         f"Load average at the end of the run: {os.getloadavg()[0]:.1f} (the machine is shared; "

@@ -25,20 +25,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _common import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def main(argv=None):
@@ -114,7 +105,7 @@ def main(argv=None):
     lines = [
         "# bench_grid: one compiled (alpha, kappa) x seeds grid vs a loop over points",
         "",
-        f"Machine: {_cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__} "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__} "
         f"({jax.default_backend()}).",
         f"Convex ERM (FISTA, rtol 1e-6), MP kappa* = 0.5, lam = 0.05, Delta = 0.1, d = {d}, "
         f"{alpha.size} points x {seeds} seeds = {alpha.size * seeds} solves, float64. "

@@ -22,20 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _common import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def _median_time(fn, repeats):
@@ -135,7 +126,7 @@ def main(argv=None):
     lines = [
         "# bench_network: quadratic-network GD step, qnr (JAX) vs PyTorch, float32",
         "",
-        f"Machine: {_cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__} "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__} "
         f"({jax.default_backend()}), torch {torch.__version__}.",
         f"Measured float32 matmul peak (JAX, {'1024' if args.quick else '3072'}^2): "
         f"{peak / 1e9:.1f} GFLOP/s. Step FLOP = 4 n d m (n = 2 d^2, m = d). "

@@ -23,22 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _common import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def _grid(quick):
@@ -136,7 +127,7 @@ def main():
     lines = [
         "# bench_sweep: sharded vmapped sweep vs Python loop of jitted calls",
         "",
-        f"Machine: {_cpu_model()}, {os.cpu_count()} cores, jax {r0['jax']}, backend "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores, jax {r0['jax']}, backend "
         f"{r0['backend']} (host devices forced with XLA_FLAGS). Workload: built-in simulation "
         f"task, convex ERM, d = {r0['d']}, {r0['problems']} problems (alpha x seed). "
         f"Iterations per problem: {r0['iterations_min']}..{r0['iterations_max']} (a vmapped "
