@@ -22,25 +22,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
-from pathlib import Path
 
-from _common import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
+from _common import cpu_model, median_time, write_result  # noqa: E402 (benchmarks/ is on sys.path)
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before scipy/jax load OpenBLAS
-
-
-def _median_time(fn, repeats: int) -> float:
-    import jax
-
-    jax.block_until_ready(fn())  # warm-up / compile
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -74,8 +59,8 @@ def main() -> None:
     def se_loop():
         return [solve_bayes_optimal(BayesOptimal(a, teacher)).E for a in alphas]
 
-    t_loop = _median_time(se_loop, repeats)
-    t_vmap = _median_time(lambda: bayes_optimal_error(alphas, 0.5), repeats)
+    t_loop = median_time(se_loop, repeats)
+    t_vmap = median_time(lambda: bayes_optimal_error(alphas, 0.5), repeats)
     rows.append(("E_BO, loop of jitted solves", f"P = {P}", t_loop, 1.0))
     rows.append(("E_BO, one vmapped call", f"P = {P}", t_vmap, t_loop / t_vmap))
 
@@ -92,8 +77,8 @@ def main() -> None:
     def gamp_batch():
         return _gamp_batch(data.X, data.y, data.S_star, data.noise, solver, None).error_trace
 
-    t_gl = _median_time(gamp_loop, repeats)
-    t_gb = _median_time(gamp_batch, repeats)
+    t_gl = median_time(gamp_loop, repeats)
+    t_gb = median_time(gamp_batch, repeats)
     label = f"d = {d}, n = {n}, S = {S}, T = {T}"
     rows.append(("GAMP-RIE (empirical RIE), loop over seeds", label, t_gl, 1.0))
     rows.append(("GAMP-RIE (empirical RIE), vmapped seeds", label, t_gb, t_gl / t_gb))
@@ -101,12 +86,12 @@ def main() -> None:
 
     X, S_star = singles[0].X, singles[0].S_star
     sens = jax.jit(lambda X, M: adjoint_sensing(X, apply_sensing(X, M)))
-    t_sens = _median_time(lambda: sens(X, S_star), repeats)
-    t_eigh = _median_time(lambda: jax.jit(jnp.linalg.eigh)(S_star), repeats)
+    t_sens = median_time(lambda: sens(X, S_star), repeats)
+    t_eigh = median_time(lambda: jax.jit(jnp.linalg.eigh)(S_star), repeats)
     flops_sens = 4.0 * n * d * d
     m = 1024
     A = jax.random.normal(jax.random.key(1), (m, m))
-    t_mm = _median_time(lambda: jax.jit(jnp.matmul)(A, A), repeats)
+    t_mm = median_time(lambda: jax.jit(jnp.matmul)(A, A), repeats)
     peak = 2.0 * m**3 / t_mm
     rows.append(("sensing A^*(A(S)) (one pair)", f"{flops_sens:.2e} flop", t_sens, None))
     rows.append((f"eigh {d} x {d}", "", t_eigh, None))
@@ -134,9 +119,7 @@ def main() -> None:
         f"{t_eigh * 1e3:.3f} ms.",
         "",
     ]
-    out = Path(__file__).parent / "results" / "bench_bayes.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text("\n".join(lines))
+    write_result("bench_bayes", "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -27,9 +27,8 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
-from _common import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
+from _common import cpu_model, write_result  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def instance(d: int, seed: int = 0):
@@ -148,9 +147,7 @@ def main(argv=None):
     ]
     text = "\n".join(lines) + "\n"
     if not args.quick:
-        out = Path(__file__).parent / "results" / "bench_convex.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        write_result("bench_convex", text)
     print(text)
 
 

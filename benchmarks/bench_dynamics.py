@@ -21,32 +21,9 @@ Every timing: compile first, ``block_until_ready``, median of repeats. Writes
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from pathlib import Path
 
-from _common import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
-
-
-def _median_time(fn, repeats):
-    import jax
-
-    jax.block_until_ready(fn())  # compile / warm up
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
-def matmul_peak(dtype, n=1024, repeats=5):
-    import jax
-
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    f = jax.jit(lambda x: x @ x)
-    t = _median_time(lambda: f(a), repeats)
-    return 2 * n**3 / t
+from _common import cpu_model, matmul_peak, median_time, write_result  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def bench_ode(quick):
@@ -62,7 +39,7 @@ def bench_ode(quick):
     W0 = 0.3 * jax.random.normal(jax.random.key(1), (d, d)) / np.sqrt(d)
     flow = RiccatiFlow.from_matrices(S, W0)
     times = jnp.linspace(0.1, 1.0, 10)
-    closed = _median_time(lambda: solve_riccati(flow, times).value, 5)
+    closed = median_time(lambda: solve_riccati(flow, times).value, 5)
     A = jnp.diag(flow.eigenvalues)
     h, n_steps = 1e-3, 1000
 
@@ -78,7 +55,7 @@ def bench_ode(quick):
         return jax.lax.scan(f, M, None, length=n_steps)[0]
 
     M0 = flow.W0 @ flow.W0.T
-    t_rk4 = _median_time(lambda: rk4(M0), 3)
+    t_rk4 = median_time(lambda: rk4(M0), 3)
     err = float(jnp.max(jnp.abs(rk4(M0) - solve_riccati(flow, times).value)))
     # naive formula at large t (eigenbasis: e^{M* t} = diag(e^{lam t}))
     lam = np.asarray(flow.eigenvalues)
@@ -115,7 +92,7 @@ def bench_sgd(quick, peak64):
     W0 = jax.random.normal(jax.random.key(1), (d, m)) / np.sqrt(m)
     prob = OnlineProblem(g, W0)
     eta = 0.5 / d
-    ours = _median_time(
+    ours = median_time(
         lambda: online_sgd(prob, eta, jax.random.key(2), batch_size=B, steps=(0, k_steps)).value,
         3,
     )
@@ -129,7 +106,7 @@ def bench_sgd(quick, peak64):
 
         return jax.lax.scan(step, W, jnp.arange(k_steps))[0]
 
-    base = _median_time(lambda: dense(W0, jax.random.key(2)), 3)
+    base = median_time(lambda: dense(W0, jax.random.key(2)), 3)
     flops_step = 2 * B * d * (r + 2 * m)  # X F, X W, X^T (r * X W)
     return {
         "d": d,
@@ -169,12 +146,12 @@ def bench_lmz(quick):
     ident = factorized_gd(prob, jnp.eye(d, dtype=dtype), steps=log_steps(K, 8))
     # per-step timing: vmapped sweep vs a Python loop over alpha (short runs, compiled first)
     short = (0, 100)
-    vm = _median_time(lambda: factorized_gd_init_sweep(prob, alphas, steps=short).value, 3)
+    vm = median_time(lambda: factorized_gd_init_sweep(prob, alphas, steps=short).value, 3)
 
     def loop():
         return [factorized_gd(prob, a * jnp.eye(d, dtype=dtype), steps=short).value for a in alphas]
 
-    lp = _median_time(loop, 3)
+    lp = median_time(loop, 3)
     psd_threshold = (0.25 + r / d / 2 - (r / d) ** 2 / 4) * d * d
     return {
         "d": d,
@@ -207,8 +184,8 @@ def main():
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    peak64 = matmul_peak(jnp.float64)
-    peak32 = matmul_peak(jnp.float32)
+    peak64 = matmul_peak(1024, jnp.float64)
+    peak32 = matmul_peak(1024, jnp.float32)
     ode = bench_ode(args.quick)
     sgd = bench_sgd(args.quick, peak64)
     lmz = bench_lmz(args.quick)
@@ -260,9 +237,7 @@ def main():
         f"full sweep wall time {lmz['sweep_wall_s']:.1f} s.",
         "",
     ]
-    out = Path(__file__).parent / "results" / "bench_dynamics.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text("\n".join(lines))
+    write_result("bench_dynamics", "\n".join(lines))
     print("\n".join(lines))
 
 

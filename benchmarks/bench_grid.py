@@ -27,9 +27,8 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
-from _common import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
+from _common import cpu_model, write_result  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def main(argv=None):
@@ -130,9 +129,7 @@ def main(argv=None):
     ]
     text = "\n".join(lines) + "\n"
     if not args.quick:
-        out = Path(__file__).parent / "results" / "bench_grid.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        write_result("bench_grid", text)
     print(text)
 
 

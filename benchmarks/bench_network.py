@@ -24,9 +24,8 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
-from _common import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
+from _common import cpu_model, matmul_peak, write_result  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def _median_time(fn, repeats):
@@ -36,18 +35,6 @@ def _median_time(fn, repeats):
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def matmul_peak(size: int, repeats: int) -> float:
-    import jax
-    import jax.numpy as jnp
-
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
-    f = jax.jit(lambda a, b: a @ b)
-    f(a, b).block_until_ready()
-    t = _median_time(lambda: f(a, b).block_until_ready(), repeats)
-    return 2 * size**3 / t
 
 
 def qnr_step_time(d: int, steps: int, repeats: int) -> float:
@@ -111,7 +98,7 @@ def main(argv=None):
 
     ds = [24, 50] if args.quick else [50, 100, 200]
     repeats = 3 if args.quick else 5
-    peak = matmul_peak(1024 if args.quick else 3072, repeats)
+    peak = matmul_peak(1024 if args.quick else 3072, "float32", repeats)
     rows = []
     for d in ds:
         n = 2 * d * d
@@ -148,10 +135,8 @@ def main(argv=None):
         "The machine is shared with other jobs: treat ratios, not absolute values, as the result.",
     ]
     text = "\n".join(lines) + "\n"
-    out = Path(__file__).parent / "results" / "bench_network.md"
     if not args.quick:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        write_result("bench_network", text)
     print(text)
 
 

@@ -27,9 +27,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from _common import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
+from _common import cpu_model, write_result  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def _grid(quick):
@@ -142,9 +141,7 @@ def main():
             f"| {name} | {r['devices']} | {r['median_s']:.3f} | {base / r['median_s']:.2f}x |"
         )
     text = "\n".join(lines) + "\n"
-    out = Path(__file__).parent / "results" / "bench_sweep.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_result("bench_sweep", text)
     print(text)
 
 
