@@ -5,6 +5,12 @@ numbers or arrays, a bad value raises ``ValueError`` naming the parameter and th
 range. Inside ``jit``/``vmap``/``grad`` the values are tracers and cannot be inspected; the
 public functions are expected to be called with concrete inputs at least once (the CLI, sweeps
 and tests do), and traced code reports failures through result codes instead.
+
+Values must be finite: ``nan`` is never accepted, and ``+-inf`` only where it has a meaning,
+i.e. with ``allow_inf=True`` -- by default only for ``kappa``, where ``kappa = inf`` is the
+theory's unconstrained student (``kappa >= 1``); simulations, which allocate ``m = kappa d``
+neurons, pass ``allow_inf=False``. Messages name the parameter, the accepted range and the
+offending value.
 """
 
 from __future__ import annotations
@@ -22,7 +28,11 @@ __all__ = [
     "check_in_range",
     "check_shape",
     "check_psd",
+    "check_key",
 ]
+
+# Parameters for which +inf is a meaningful value unless the caller says otherwise.
+INF_ALLOWED = frozenset({"kappa"})
 
 
 def is_concrete(value) -> bool:
@@ -48,33 +58,59 @@ def check_size(name: str, value, *, minimum: int = 1) -> int:
     return value
 
 
-def _check_scalar(name, value, ok, description):
+def _allow_inf(name: str, allow_inf: bool | None) -> bool:
+    return name.lstrip("-").replace("-", "_") in INF_ALLOWED if allow_inf is None else allow_inf
+
+
+def _check_scalar(name, value, ok, description, allow_inf=False):
     if not is_concrete(value):
         return value
-    arr = _as_numpy(value)
-    if not np.issubdtype(arr.dtype, np.number):
+    try:
+        arr = _as_numpy(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number {description}, got {value!r}") from None
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"{name} must be a real number {description}, got {value!r}")
-    if np.any(np.isnan(arr)) or not np.all(ok(arr)):
-        bad = arr if arr.ndim == 0 else arr[~ok(arr) | np.isnan(arr)].ravel()[0]
-        raise ValueError(f"{name} must be {description}, got {bad.item()!r}")
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be a real number {description}, got {value!r}")
+    finite = np.isfinite(arr) | (np.isposinf(arr) if allow_inf else False)
+    good = finite & ok(arr)
+    if not np.all(good):
+        bad = arr if arr.ndim == 0 else arr[~good].ravel()[0]
+        what = description if allow_inf else f"finite and {description}"
+        raise ValueError(f"{name} must be {what}, got {bad.item()!r}")
     return value
 
 
-def check_positive(name: str, value):
-    """Real value(s) ``> 0`` (alpha, kappa*, kappa, gamma...)."""
-    return _check_scalar(name, value, lambda a: a > 0, "> 0 (strictly positive)")
+def check_positive(name: str, value, *, allow_inf: bool | None = None):
+    """Real value(s) ``> 0`` (alpha, kappa*, kappa, gamma...); finite unless ``allow_inf``
+    (default: only for ``kappa``, see the module docstring)."""
+    return _check_scalar(
+        name, value, lambda a: a > 0, "> 0 (strictly positive)", _allow_inf(name, allow_inf)
+    )
 
 
-def check_nonnegative(name: str, value):
-    """Real value(s) ``>= 0`` (lam, Delta, xi...)."""
-    return _check_scalar(name, value, lambda a: a >= 0, ">= 0")
+def check_nonnegative(name: str, value, *, allow_inf: bool | None = None):
+    """Real value(s) ``>= 0`` (lam, Delta, xi...); finite unless ``allow_inf``."""
+    return _check_scalar(name, value, lambda a: a >= 0, ">= 0", _allow_inf(name, allow_inf))
 
 
 def check_in_range(name: str, value, low, high, *, inclusive: bool = True):
-    """Real value(s) in ``[low, high]`` (or the open interval)."""
+    """Finite real value(s) in ``[low, high]`` (or the open interval)."""
     if inclusive:
         return _check_scalar(name, value, lambda a: (a >= low) & (a <= high), f"in [{low}, {high}]")
     return _check_scalar(name, value, lambda a: (a > low) & (a < high), f"in ({low}, {high})")
+
+
+def check_key(name: str, key) -> None:
+    """A typed PRNG key (``jax.random.key(seed)``), not a raw uint32 ``PRNGKey`` or an int."""
+    ok = (
+        isinstance(key, jax.Array)
+        and key.ndim == 0
+        and jax.numpy.issubdtype(key.dtype, jax.dtypes.prng_key)
+    )
+    if not ok:
+        raise ValueError(f"{name} must be a typed key jax.random.key(seed), got {key!r:.60}")
 
 
 def check_shape(name: str, value, shape: tuple) -> None:

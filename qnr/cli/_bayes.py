@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+from qnr.cli._args import integer, real
 from qnr.cli._common import add_common_flags, setup_precision
 
 
@@ -26,13 +27,31 @@ def register(sub) -> None:
         ),
     )
     add_common_flags(p)
-    p.add_argument("--alpha", type=float, required=True, help="sample ratio n/d^2")
-    p.add_argument("--kappa-star", type=float, default=0.5, help="teacher width ratio m*/d")
-    p.add_argument("--delta", type=float, default=0.0, help="label-noise variance Delta")
+    p.add_argument(
+        "--alpha", type=real("alpha", gt=0), required=True, help="sample ratio n/d^2 > 0"
+    )
+    p.add_argument(
+        "--kappa-star", type=real("kappa_star", gt=0), default=0.5, help="teacher width ratio m*/d"
+    )
+    p.add_argument(
+        "--delta", type=real("delta", ge=0), default=0.0, help="label-noise variance Delta >= 0"
+    )
     p.add_argument("--teacher", default="mp", choices=["mp", "power-law"])
-    p.add_argument("--gamma", type=float, default=1.0, help="power-law exponent")
-    p.add_argument("--d", type=int, default=None, help="dimension (power-law teacher's atoms)")
-    p.set_defaults(func=run)
+    p.add_argument("--gamma", type=real("gamma", ge=0), default=1.0, help="power-law exponent")
+    p.add_argument(
+        "--d",
+        type=integer("d", ge=1, le=100_000),
+        default=None,
+        help="dimension (power-law teacher's atoms; <= 100000)",
+    )
+    p.set_defaults(func=run, check=check)
+
+
+def check(args) -> None:
+    if args.teacher == "mp" and args.d is not None:
+        raise ValueError("--d applies to the power-law teacher only (mp uses the d -> inf law)")
+    if args.teacher == "power-law" and args.d is None:
+        raise ValueError("--d is required for the power-law teacher")
 
 
 def _teacher_and_d(args):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from qnr.cli._args import integer, real
 from qnr.cli._common import add_common_flags, setup_precision
 
 
@@ -11,21 +12,49 @@ def register(sub) -> None:
         help="replica prediction for ERM (xi, tau, E, e_test, e_train, rank)",
         description=(
             "Solve the ERM fixed point 2 alpha xi = E + Delta/2, tau (1 - D/alpha) = lam "
-            "(THEORY.md section 2). lam = 0 is the lam -> 0+ (minimum nuclear norm) limit."
+            "(THEORY.md section 2). lam = 0 means the lam -> 0+ limit (the minimum nuclear "
+            "norm interpolator) -- NOT unregularised least squares, which is what "
+            "'qnr simulate --lam 0 --least-squares' runs."
         ),
     )
     add_common_flags(p)
-    p.add_argument("--alpha", type=float, required=True, help="sample ratio n/d^2")
-    p.add_argument("--kappa-star", type=float, default=0.5, help="teacher width ratio m*/d")
     p.add_argument(
-        "--kappa", type=float, default=None, help="student width ratio m/d (default: >= 1)"
+        "--alpha", type=real("alpha", gt=0), required=True, help="sample ratio n/d^2 > 0"
     )
-    p.add_argument("--lam", type=float, default=0.0, help="ridge on ||W||_F^2 (>= 0)")
-    p.add_argument("--delta", type=float, default=0.0, help="label-noise variance Delta")
+    p.add_argument(
+        "--kappa-star", type=real("kappa_star", gt=0), default=0.5, help="teacher width ratio m*/d"
+    )
+    p.add_argument(
+        "--kappa",
+        type=real("kappa", gt=0, hint="omit --kappa for an unconstrained student"),
+        default=None,
+        help="student width ratio m/d > 0 (default: unconstrained, i.e. kappa >= 1)",
+    )
+    p.add_argument(
+        "--lam",
+        type=real("lam", ge=0),
+        default=0.0,
+        help="ridge on ||W||_F^2, >= 0 (default 0: the lam -> 0+ limit, min nuclear norm)",
+    )
+    p.add_argument(
+        "--delta", type=real("delta", ge=0), default=0.0, help="label-noise variance Delta >= 0"
+    )
     p.add_argument("--teacher", default="mp", choices=["mp", "power-law"])
-    p.add_argument("--gamma", type=float, default=1.0, help="power-law exponent")
-    p.add_argument("--d", type=int, default=None, help="dimension (power-law teacher's atoms)")
-    p.set_defaults(func=run)
+    p.add_argument("--gamma", type=real("gamma", ge=0), default=1.0, help="power-law exponent")
+    p.add_argument(
+        "--d",
+        type=integer("d", ge=1, le=100_000),
+        default=None,
+        help="dimension (power-law teacher's atoms; <= 100000)",
+    )
+    p.set_defaults(func=run, check=check)
+
+
+def check(args) -> None:
+    if args.teacher == "mp" and args.d is not None:
+        raise ValueError("--d applies to the power-law teacher only (mp uses the d -> inf law)")
+    if args.teacher == "power-law" and args.d is None:
+        raise ValueError("--d is required for the power-law teacher")
 
 
 def run(args) -> dict:
@@ -35,10 +64,6 @@ def run(args) -> dict:
 
     teacher = teacher_from_name(args.teacher, kappa_star=args.kappa_star, gamma=args.gamma)
     d = args.d
-    if args.teacher == "mp" and d is not None:
-        raise ValueError("--d applies to the power-law teacher only (mp uses the d -> inf law)")
-    if args.teacher == "power-law" and d is None:
-        raise ValueError("--d is required for the power-law teacher")
     problem = ERMProblem(args.alpha, teacher, lam=args.lam, Delta=args.delta, kappa=args.kappa, d=d)
     sol = solve_erm(problem)
     return {

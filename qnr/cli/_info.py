@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from qnr.cli._args import real
 from qnr.cli._common import add_common_flags, setup_precision
 
 
@@ -9,9 +10,13 @@ def register(sub) -> None:
     p = sub.add_parser("info", help="versions, devices, and a teacher's Q0")
     add_common_flags(p)
     p.add_argument("--teacher", default="mp", choices=["mp", "power-law"])
-    p.add_argument("--kappa-star", type=float, default=0.5)
-    p.add_argument("--gamma", type=float, default=1.0)
-    p.add_argument("--delta", type=float, default=0.0, help="label-noise variance Delta")
+    p.add_argument(
+        "--kappa-star", type=real("kappa_star", gt=0), default=0.5, help="teacher width ratio"
+    )
+    p.add_argument("--gamma", type=real("gamma", ge=0), default=1.0, help="power-law exponent")
+    p.add_argument(
+        "--delta", type=real("delta", ge=0), default=0.0, help="label-noise variance Delta >= 0"
+    )
     p.set_defaults(func=run)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from qnr.cli._args import real
 from qnr.cli._common import add_common_flags, setup_precision
 
 
@@ -17,20 +18,33 @@ def register(sub) -> None:
         ),
     )
     add_common_flags(p)
-    p.add_argument("--kappa-star", type=float, required=True, help="teacher width ratio kappa*")
+    p.add_argument(
+        "--kappa-star",
+        type=real("kappa_star", gt=0),
+        required=True,
+        help="teacher width ratio kappa* > 0",
+    )
     p.add_argument(
         "--kappa",
-        type=float,
+        type=real("kappa", gt=0, hint="omit --kappa for an unconstrained student"),
         default=None,
-        help="student width ratio kappa (default: unconstrained, kappa >= 1)",
+        help="student width ratio kappa > 0 (default: unconstrained, i.e. kappa >= 1)",
     )
     p.add_argument(
         "--delta",
-        type=float,
+        type=real("delta", ge=0),
         default=0.0,
-        help="label-noise variance Delta for alpha_inter (0: report the Delta -> 0+ limit)",
+        help="label-noise variance Delta >= 0 for alpha_inter (0: the Delta -> 0+ limit)",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check=check)
+
+
+def check(args) -> None:
+    if args.delta == 0 and args.kappa is not None and args.kappa < min(args.kappa_star, 1.0):
+        raise ValueError(
+            f"--kappa {args.kappa:g} < min(kappa_star, 1) = {min(args.kappa_star, 1.0):g}: the "
+            "noiseless alpha_inter needs kappa >= min(kappa_star, 1) (or give --delta > 0)"
+        )
 
 
 def run(args) -> dict:

@@ -1,0 +1,177 @@
+"""Argument types and guards of the ``qnr`` command line (no JAX, no numpy: ``--help`` and
+argument errors must answer in a fraction of a second).
+
+Every numeric flag is parsed by one of the factories below, which check finiteness, sign,
+integer-ness and range at parse time and fail with one line naming the flag, the accepted
+range and the value given::
+
+    qnr simulate: error: argument --kappa: kappa must be a finite number > 0, got 'inf'
+
+Checks that involve several flags (``--alpha-max > --alpha-min``, memory and step budgets)
+are done by each subcommand's ``check(args)`` function, called by :func:`qnr.cli.main` after
+parsing and before any heavy import or computation.
+
+Budgets (exceeded: exit status 2, the limit named in the message):
+
+* memory: ``QNR_MEMORY_LIMIT`` (e.g. ``8G``, ``500M``; default: half of this machine's RAM);
+* iterations: ``QNR_MAX_STEPS`` (default ``1e8`` steps of an iterative algorithm in one run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+__all__ = [
+    "real",
+    "integer",
+    "memory_limit",
+    "step_limit",
+    "check_memory",
+    "check_steps",
+    "format_bytes",
+]
+
+# The largest integer size accepted anywhere (int32: array shapes, widths, sample counts).
+INT32_MAX = 2**31 - 1
+
+
+def _describe(gt, ge, lt, le) -> str:
+    parts = []
+    if gt is not None:
+        parts.append(f"> {gt:g}")
+    if ge is not None:
+        parts.append(f">= {ge:g}")
+    if lt is not None:
+        parts.append(f"< {lt:g}")
+    if le is not None:
+        parts.append(f"<= {le:g}")
+    return " and ".join(parts)
+
+
+def real(name: str, *, gt=None, ge=None, lt=None, le=None, hint: str = ""):
+    """An argparse ``type``: a finite real number in the given range (``inf``/``nan`` are
+    refused). ``name`` is the quantity (used in the message), ``hint`` is appended to it."""
+    rng = _describe(gt, ge, lt, le)
+    what = f"{name} must be a finite number" + (f" {rng}" if rng else "")
+    suffix = f" ({hint})" if hint else ""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}{suffix}") from None
+        bad = (
+            not math.isfinite(value)
+            or (gt is not None and not value > gt)
+            or (ge is not None and not value >= ge)
+            or (lt is not None and not value < lt)
+            or (le is not None and not value <= le)
+        )
+        if bad:
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}{suffix}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def integer(name: str, *, ge: int | None = None, le: int | None = None, hint: str = ""):
+    """An argparse ``type``: an integer in ``[ge, le]`` (``le`` defaults to the int32 range).
+    ``1e3`` is accepted as 1000; ``2.5``, ``inf`` and ``abc`` are refused."""
+    le = INT32_MAX if le is None else le
+    rng = _describe(None, ge, None, le)
+    what = f"{name} must be an integer {rng}"
+    suffix = f" ({hint})" if hint else ""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                f = float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{what}, got {text!r}{suffix}") from None
+            if not (math.isfinite(f) and f.is_integer()):
+                raise argparse.ArgumentTypeError(f"{what}, got {text!r}{suffix}") from None
+            value = int(f)
+        if (ge is not None and value < ge) or value > le:
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}{suffix}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+# ---------------------------------------------------------------- budgets
+
+
+def _parse_bytes(text: str) -> int:
+    text = text.strip().upper().removesuffix("B")
+    scale = 1
+    for suffix, factor in (("K", 2**10), ("M", 2**20), ("G", 2**30), ("T", 2**40)):
+        if text.endswith(suffix):
+            text, scale = text[:-1], factor
+            break
+    value = float(text) * scale
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError
+    return int(value)
+
+
+def format_bytes(n: float) -> str:
+    for unit, factor in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20), ("kB", 2**10)):
+        if n >= factor:
+            return f"{n / factor:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def memory_limit() -> tuple[int, str]:
+    """(bytes, where the limit comes from): ``QNR_MEMORY_LIMIT`` or half the physical RAM."""
+    env = os.environ.get("QNR_MEMORY_LIMIT")
+    if env:
+        try:
+            return _parse_bytes(env), f"QNR_MEMORY_LIMIT={env}"
+        except ValueError:
+            raise ValueError(
+                f"QNR_MEMORY_LIMIT must be a size such as 8G or 500M, got {env!r}"
+            ) from None
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        ram = 16 * 2**30
+    return ram // 2, "half of this machine's RAM; set QNR_MEMORY_LIMIT to change"
+
+
+def step_limit() -> tuple[int, str]:
+    """(steps, where the limit comes from): ``QNR_MAX_STEPS`` or ``10**8``."""
+    env = os.environ.get("QNR_MAX_STEPS")
+    if env:
+        try:
+            value = float(env)
+            if not (math.isfinite(value) and value >= 1):
+                raise ValueError
+            return int(value), f"QNR_MAX_STEPS={env}"
+        except ValueError:
+            raise ValueError(f"QNR_MAX_STEPS must be a number >= 1, got {env!r}") from None
+    return 10**8, "the default step budget; set QNR_MAX_STEPS to change"
+
+
+def check_memory(nbytes: float, what: str, advice: str) -> None:
+    """Refuse a run whose estimated memory ``nbytes`` exceeds :func:`memory_limit`."""
+    limit, source = memory_limit()
+    if nbytes > limit:
+        raise ValueError(
+            f"{what} needs about {format_bytes(nbytes)} of memory, over the limit of "
+            f"{format_bytes(limit)} ({source}); {advice}"
+        )
+
+
+def check_steps(steps: float, what: str, advice: str) -> None:
+    """Refuse a run of more than :func:`step_limit` iterations."""
+    limit, source = step_limit()
+    if steps > limit:
+        raise ValueError(
+            f"{what} needs {steps:.3g} steps, over the budget of {limit:.3g} ({source}); {advice}"
+        )
