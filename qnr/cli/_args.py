@@ -31,6 +31,7 @@ __all__ = [
     "check_memory",
     "check_steps",
     "format_bytes",
+    "sim_bytes",
 ]
 
 # The largest integer size accepted anywhere (int32: array shapes, widths, sample counts).
@@ -175,3 +176,12 @@ def check_steps(steps: float, what: str, advice: str) -> None:
         raise ValueError(
             f"{what} needs {steps:.3g} steps, over the budget of {limit:.3g} ({source}); {advice}"
         )
+
+
+def sim_bytes(d: int, n: int, seeds: int, *, points: int = 1, width: int = 0) -> float:
+    """Estimated peak memory (float64 bytes) of ERM simulations run together: ``points`` grid
+    points x ``seeds`` seeds, each with ``n`` samples ``x in R^d`` (the data and one ``n x d``
+    product), an optional network of ``width`` neurons (``n x width`` activations) and a few
+    ``d x d`` matrices."""
+    per_run = 2 * n * d + n * width + 8 * d * d + 4 * n
+    return 8.0 * points * seeds * per_run

@@ -263,8 +263,11 @@ class Stages:
         self._t0 = time.perf_counter()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         self._stop.set()
+        if exc_type is None and self.bar.n < len(self.stages):
+            self.bar.update(len(self.stages) - self.bar.n)
+            self._set("done")
         if self._thread is not None:
             self._thread.join(timeout=2)
         self.bar.close()

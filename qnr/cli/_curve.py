@@ -7,6 +7,7 @@ thresholds; the whole command takes well under three minutes on two CPU cores.
 
 from __future__ import annotations
 
+from qnr.cli._args import integer, real
 from qnr.cli._common import add_common_flags, setup_precision
 
 
@@ -21,28 +22,74 @@ def register(sub) -> None:
             "and write curve.png, curve.pdf, CSV tables and curve.json under --out."
         ),
     )
-    add_common_flags(p)
-    p.add_argument("--kappa-star", type=float, default=0.5, help="teacher width ratio m*/d")
+    add_common_flags(p, progress=True)
+    p.add_argument(
+        "--kappa-star", type=real("kappa_star", gt=0), default=0.5, help="teacher width ratio m*/d"
+    )
     p.add_argument(
         "--kappa",
-        type=float,
+        type=real("kappa", gt=0, le=1e6),
         default=1.0,
         help="student width ratio m/d (>= 1: no rank constraint)",
     )
-    p.add_argument("--lam", type=float, default=0.01, help="regularisation lam")
-    p.add_argument("--delta", type=float, default=0.1, help="label-noise variance Delta")
-    p.add_argument("--d", type=int, default=40, help="simulation dimension")
-    p.add_argument("--seeds", type=int, default=4, help="simulation seeds per alpha")
-    p.add_argument("--alphas", type=int, default=8, help="number of simulated alpha values")
-    p.add_argument("--alpha-min", type=float, default=0.1, help="smallest simulated alpha")
-    p.add_argument("--alpha-max", type=float, default=0.9, help="largest simulated alpha")
-    p.add_argument("--theory-points", type=int, default=60, help="alpha values of the theory")
+    p.add_argument("--lam", type=real("lam", ge=0), default=0.01, help="regularisation lam >= 0")
+    p.add_argument(
+        "--delta", type=real("delta", ge=0), default=0.1, help="label-noise variance Delta"
+    )
+    p.add_argument(
+        "--d", type=integer("d", ge=2, le=20_000), default=40, help="simulation dimension"
+    )
+    p.add_argument(
+        "--seeds",
+        type=integer("seeds", ge=1, le=10_000),
+        default=4,
+        help="simulation seeds per alpha",
+    )
+    p.add_argument(
+        "--alphas",
+        type=integer("alphas", ge=1, le=10_000),
+        default=8,
+        help="number of simulated alpha values",
+    )
+    p.add_argument(
+        "--alpha-min", type=real("alpha_min", gt=0), default=0.1, help="smallest simulated alpha"
+    )
+    p.add_argument(
+        "--alpha-max", type=real("alpha_max", gt=0), default=0.9, help="largest simulated alpha"
+    )
+    p.add_argument(
+        "--theory-points",
+        type=integer("theory_points", ge=2, le=100_000),
+        default=60,
+        help="alpha values of the theory",
+    )
     p.add_argument("--solver", default="convex", choices=["convex", "network"])
-    p.add_argument("--max-steps", type=int, default=20_000, help="solver iteration cap")
+    p.add_argument(
+        "--max-steps", type=integer("max_steps", ge=1), default=20_000, help="solver iteration cap"
+    )
     p.add_argument("--no-bayes", action="store_true", help="skip the Bayes-optimal curve")
-    p.add_argument("--seed", type=int, default=0, help="base PRNG seed")
+    p.add_argument("--seed", type=integer("seed", ge=0), default=0, help="base PRNG seed")
     p.add_argument("--out", default="qnr-out", help="output directory (default ./qnr-out)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check=check)
+
+
+def check(args) -> None:
+    """Flag combinations, memory and step budgets, and the output directory (before work)."""
+    from qnr.cli._args import check_memory, check_steps, sim_bytes
+    from qnr.cli._common import prepare_out_dir
+
+    if not args.alpha_max > args.alpha_min:
+        raise ValueError(f"--alpha-max must be > --alpha-min, got {args.alpha_max}")
+    n_max = max(1, round(args.alpha_max * args.d**2))
+    width = round(args.kappa * args.d) if args.solver == "network" else 0
+    check_memory(
+        sim_bytes(args.d, n_max, args.seeds, points=args.alphas, width=width),
+        f"simulating --d {args.d} at --alpha-max {args.alpha_max:g} for --alphas "
+        f"{args.alphas} x --seeds {args.seeds}",
+        "lower --d, --alphas or --seeds",
+    )
+    check_steps(args.max_steps, "--max-steps", "lower --max-steps")
+    prepare_out_dir(args.out)
 
 
 def run(args) -> dict:
@@ -64,21 +111,27 @@ def run(args) -> dict:
         if args.alphas > 1
         else np.array([args.alpha_min])
     )
-    curve = learning_curve(
-        kappa_star=args.kappa_star,
-        lam=args.lam,
-        delta=args.delta,
-        kappa=args.kappa,
-        alphas_theory=np.linspace(lo, hi, args.theory_points),
-        alphas_sim=alphas_sim,
-        d=args.d,
-        seeds=args.seeds,
-        solver=args.solver,
-        bayes=not args.no_bayes,
-        seed=args.seed,
-        sim_options={"max_steps": args.max_steps},
-    )
-    summary = write_curve(curve, args.out)
+    from qnr.cli._common import Stages
+
+    stages = ["theory", "simulation", "thresholds and Bayes-optimal", "writing"]
+    with Stages(args, stages, "qnr curve") as progress:
+        curve = learning_curve(
+            kappa_star=args.kappa_star,
+            lam=args.lam,
+            delta=args.delta,
+            kappa=args.kappa,
+            alphas_theory=np.linspace(lo, hi, args.theory_points),
+            alphas_sim=alphas_sim,
+            d=args.d,
+            seeds=args.seeds,
+            solver=args.solver,
+            bayes=not args.no_bayes,
+            seed=args.seed,
+            sim_options={"max_steps": args.max_steps},
+            progress=progress,
+        )
+        progress("writing")
+        summary = write_curve(curve, args.out)
     return {
         "png": summary["paths"]["png"],
         "pdf": summary["paths"]["pdf"],

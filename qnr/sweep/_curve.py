@@ -145,6 +145,7 @@ def learning_curve(
     seed: int = 0,
     sim_options: dict | None = None,
     theory_options: dict | None = None,
+    progress=None,
 ) -> LearningCurve:
     """Theory and simulation learning curves at one ``(kappa*, kappa, lam, Delta)``.
 
@@ -152,7 +153,8 @@ def learning_curve(
     points in ``[0.1, 0.9]``) are the grids; simulations use ``seeds`` seeds at dimension
     ``d`` with ``solver`` ``"convex"`` (nuclear route) or ``"network"``. Theory needs
     ``qnr.theory.erm``; thresholds ``qnr.theory``; ``bayes=True`` adds the Bayes-optimal
-    curve when ``qnr.theory.bayes`` is available.
+    curve when ``qnr.theory.bayes`` is available. ``progress``: optional callable, called
+    with the name of the next stage as each stage ends (``qnr curve`` draws its bar with it).
     """
     from qnr.sweep._tasks import SIMULATION
 
@@ -198,6 +200,8 @@ def learning_curve(
     theory = {"alpha": alphas_theory, **{k: np.asarray(v[:nt]) for k, v in th_out.items()}}
     at_sim = {k: np.asarray(v[nt:]) for k, v in th_out.items()}
     timings["theory_s"] = time.perf_counter() - t0
+    if progress is not None:
+        progress("simulation")
     n_fail = int(np.count_nonzero(th_out["result"]))
     if n_fail:
         warnings.warn(
@@ -217,6 +221,8 @@ def learning_curve(
     sim_fn = SIMULATION.build(static, {**SIMULATION.options, **(sim_options or {})}, sim_floats)
     sim_out = ShardedMap(sim_fn, alphas_sim.size)(sim_floats, seed_keys(seed, range(seeds)))
     timings["simulation_s"] = time.perf_counter() - t0
+    if progress is not None:
+        progress("thresholds and Bayes-optimal")
     n_fail = int(np.count_nonzero(sim_out["result"]))
     if n_fail:
         warnings.warn(
