@@ -322,7 +322,7 @@ def _newton(alpha, k, lam, Delta, fixed0, tol, max_iter, xi0=1.0, tau0=1.0):
     return np.exp(u), tau_of(v, fixed0), conv, iters
 
 
-def solve(alpha, kappa_star, lam, Delta=0.0, tol=1e-11, max_iter=60):
+def solve(alpha, kappa_star, lam, Delta=0.0, tol=1e-12, max_iter=60):
     """Fixed point of THEORY.md section 2 (MP teacher, ``kappa >= 1``), whole batch at once.
 
     Equations ``2 alpha xi = E(tau, xi) + Delta/2`` and ``tau (1 - D(tau, xi)/alpha) = lam``,
@@ -509,6 +509,19 @@ def _self_test():
             f"{r0['rank'][i]:.6f} (THEORY {rk}), tau {r0['tau'][i]:.3e}, "
             f"converged {bool(r0['converged'][i])} in {r0['iterations'][i]} it"
         )
+
+    print("against the quadrature reference benchmarks/_scipy_reference.py (tight tols):")
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    import _scipy_reference as sref
+
+    for a, k, lam, Delta in [(0.3, 0.5, 0.05, 0.0), (0.3, 0.5, 0.0, 0.0), (1.2, 0.2, 0.05, 0.1)]:
+        want = sref.Reference(k).solve(a, lam, Delta)
+        got = solve(a, k, lam, Delta)
+        err = max(abs(float(got[nm]) / want[nm] - 1) for nm in ("xi", "tau", "E", "rank"))
+        print(f"  alpha {a} kappa* {k} lam {lam} Delta {Delta}: max rel diff {err:.1e}")
 
     print("64 x 64 grid (alpha 0.01..1.5, kappa* 0.05..3, lam 0.05, Delta 0.1):")
     A, K = np.meshgrid(np.geomspace(0.01, 1.5, 64), np.geomspace(0.05, 3.0, 64), indexing="ij")
