@@ -38,16 +38,20 @@ __all__ = [
 INT32_MAX = 2**31 - 1
 
 
+def _num(v) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
 def _describe(gt, ge, lt, le) -> str:
     parts = []
     if gt is not None:
-        parts.append(f"> {gt:g}")
+        parts.append(f"> {_num(gt)}")
     if ge is not None:
-        parts.append(f">= {ge:g}")
+        parts.append(f">= {_num(ge)}")
     if lt is not None:
-        parts.append(f"< {lt:g}")
+        parts.append(f"< {_num(lt)}")
     if le is not None:
-        parts.append(f"<= {le:g}")
+        parts.append(f"<= {_num(le)}")
     return " and ".join(parts)
 
 
