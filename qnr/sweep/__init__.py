@@ -17,15 +17,72 @@ filesystem for ``--out`` so reruns see the finished chunks). E.g. under SLURM::
     srun --ntasks=4 --gpus-per-task=8 qnr sweep big.toml --distributed --out /shared/run1
 """
 
-from qnr.sweep._config import SweepConfig, load_config, parse_axis_values
-from qnr.sweep._curve import LearningCurve, learning_curve, summarise_seeds, write_curve
-from qnr.sweep._engine import ShardedMap, batch_mesh, padded_size
-from qnr.sweep._grid import Chunk, Group, expand_grid, make_chunks
-from qnr.sweep._phase import PhaseDiagram, phase_diagram, write_phase_diagram
-from qnr.sweep._run import SweepReport, resolve_task, run_sweep, seed_keys
-from qnr.sweep._store import load, load_metadata
-from qnr.sweep._task import PointFn, Task
-from qnr.sweep._tasks import BOTH, SIMULATION, THEORY, builtin_task
+from typing import TYPE_CHECKING
+
+# Public name -> defining module, imported on first access (PEP 562): reading and checking a
+# sweep config (``qnr.sweep._config``) must not wait for JAX to import.
+_LAZY = {
+    "SweepConfig": "_config",
+    "load_config": "_config",
+    "parse_axis_values": "_config",
+    "LearningCurve": "_curve",
+    "learning_curve": "_curve",
+    "summarise_seeds": "_curve",
+    "write_curve": "_curve",
+    "ShardedMap": "_engine",
+    "batch_mesh": "_engine",
+    "padded_size": "_engine",
+    "Chunk": "_grid",
+    "Group": "_grid",
+    "expand_grid": "_grid",
+    "make_chunks": "_grid",
+    "PhaseDiagram": "_phase",
+    "phase_diagram": "_phase",
+    "write_phase_diagram": "_phase",
+    "SweepReport": "_run",
+    "resolve_task": "_run",
+    "run_sweep": "_run",
+    "seed_keys": "_run",
+    "load": "_store",
+    "load_metadata": "_store",
+    "PointFn": "_task",
+    "Task": "_task",
+    "BOTH": "_tasks",
+    "SIMULATION": "_tasks",
+    "THEORY": "_tasks",
+    "builtin_task": "_tasks",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"qnr.sweep.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'qnr.sweep' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:
+    from qnr.sweep._config import SweepConfig, load_config, parse_axis_values  # noqa: F401
+    from qnr.sweep._curve import (  # noqa: F401
+        LearningCurve,
+        learning_curve,
+        summarise_seeds,
+        write_curve,
+    )
+    from qnr.sweep._engine import ShardedMap, batch_mesh, padded_size  # noqa: F401
+    from qnr.sweep._grid import Chunk, Group, expand_grid, make_chunks  # noqa: F401
+    from qnr.sweep._phase import PhaseDiagram, phase_diagram, write_phase_diagram  # noqa: F401
+    from qnr.sweep._run import SweepReport, resolve_task, run_sweep, seed_keys  # noqa: F401
+    from qnr.sweep._store import load, load_metadata  # noqa: F401
+    from qnr.sweep._task import PointFn, Task  # noqa: F401
+    from qnr.sweep._tasks import BOTH, SIMULATION, THEORY, builtin_task  # noqa: F401
 
 __all__ = [
     "SweepConfig",

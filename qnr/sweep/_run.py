@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from qnr._version import __version__
-from qnr.sweep._config import SweepConfig
+from qnr.sweep._config import SweepConfig, check_memory_budget
 from qnr.sweep._engine import ShardedMap, batch_mesh
 from qnr.sweep._grid import Chunk, Group, expand_grid, make_chunks
 from qnr.sweep._store import ResultsDir
@@ -36,9 +36,11 @@ class SweepReport:
     seconds: float
     device_count: int
     process_count: int
+    chunks_recomputed: int = 0
+    bad_chunks: dict | None = None
 
     def to_dict(self) -> dict:
-        return {**self.__dict__, "path": str(self.path)}
+        return {**self.__dict__, "path": str(self.path), "bad_chunks": dict(self.bad_chunks or {})}
 
 
 def resolve_task(config: SweepConfig) -> Task:
@@ -103,6 +105,23 @@ def _chunk_columns(group: Group, chunk: Chunk, outputs: dict, seeds, per_seed: b
     return cols
 
 
+def _prepare_results(results: ResultsDir, metadata: dict, chunks, overwrite: bool):
+    """Writer side of a (re)start: prepare the directory, verify the chunks on disk, move
+    bad ones aside. Returns ``(done mask, {bad chunk: reason})``."""
+    results.prepare(metadata, overwrite=overwrite)
+    bad = results.verify([c.name for c in chunks], metadata["config_hash"])
+    for name, reason in bad.items():
+        dest = results.quarantine(name)
+        warnings.warn(
+            f"chunk {name} is bad ({reason}): moved to {dest.parent.name}/{dest.name}, "
+            "recomputing it",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    done = np.array([results.has_chunk(c.name) for c in chunks], dtype=bool)
+    return done, bad
+
+
 def _count_failures(outputs: dict) -> int:
     codes = [np.asarray(v) for k, v in outputs.items() if k == "result" or k.endswith("_result")]
     return int(sum(np.count_nonzero(c) for c in codes))
@@ -120,10 +139,13 @@ def run_sweep(
 ) -> SweepReport:
     """Run (or resume) a sweep, writing one Parquet file per chunk under ``out``.
 
-    Chunks already on disk are skipped, so rerunning after an interruption continues where
-    it stopped. Every process computes (the grid batch is sharded over the global mesh of
-    ``devices``, default ``jax.devices()``); only process 0 writes. ``max_chunks`` stops
-    after computing that many chunks (for tests and incremental runs).
+    Chunks already on disk are verified (checksum and config hash, see
+    :mod:`qnr.sweep._store`) and skipped, so rerunning after an interruption continues where
+    it stopped; a bad chunk (truncated, altered, another sweep's) is reported, moved to
+    ``corrupt/`` and recomputed. Memory of the built-in simulation tasks is checked against
+    ``QNR_MEMORY_LIMIT`` before any work. Every process computes (the grid batch is sharded
+    over the global mesh of ``devices``, default ``jax.devices()``); only process 0 writes.
+    ``max_chunks`` stops after computing that many chunks (for tests and incremental runs).
 
     Failure codes: outputs named ``result`` or ``*_result`` are result codes (0 = success);
     the number of non-zero entries is reported and warned about. Tasks are expected to set
@@ -152,13 +174,29 @@ def run_sweep(
         "float_axes": list(task.float_axes),
         "static_axes": list(task.static_axes),
     }
+    batch = min(config.chunk_size, max(g.size for g in groups))
+    check_memory_budget(config)
+    error, bad = None, {}
+    done = np.zeros(len(chunks), dtype=bool)
     if is_writer:
-        results.prepare(metadata, overwrite=overwrite)
-    done = np.array([results.has_chunk(c.name) for c in chunks], dtype=bool)
+        try:
+            done, bad = _prepare_results(results, metadata, chunks, overwrite)
+        except ValueError as err:
+            if jax.process_count() == 1:
+                raise
+            error = err
     if jax.process_count() > 1:
+        # every process must learn of a refusal on process 0, or the others would wait for
+        # it forever in the first collective
         from jax.experimental import multihost_utils
 
-        done = np.asarray(multihost_utils.broadcast_one_to_all(done))
+        status = np.concatenate([[error is not None], done]).astype(np.int32)
+        status = np.asarray(multihost_utils.broadcast_one_to_all(status))
+        if error is not None:
+            raise error
+        if status[0]:
+            raise ValueError("process 0 refused the results directory (see its error)")
+        done = status[1:].astype(bool)
     keys = seed_keys(config.seed, config.seeds)
     n_failed = 0
     computed = 0
@@ -180,7 +218,7 @@ def run_sweep(
         group = groups[chunk.group]
         if chunk.group not in maps:
             fn = task.build(dict(group.static), dict(options), dict(group.floats))
-            maps[chunk.group] = ShardedMap(fn, config.chunk_size, mesh=mesh)
+            maps[chunk.group] = ShardedMap(fn, batch, mesh=mesh)
         tc = time.perf_counter()
         sl = slice(chunk.start, chunk.stop)
         outputs = maps[chunk.group]({k: v[sl] for k, v in group.floats.items()}, keys)
@@ -192,6 +230,7 @@ def run_sweep(
                 chunk.name,
                 cols,
                 time.perf_counter() - tc,
+                config_hash=metadata["config_hash"],
                 devices=mesh.size,
                 failed=failures,
             )
@@ -217,4 +256,6 @@ def run_sweep(
         seconds=time.perf_counter() - t0,
         device_count=mesh.size,
         process_count=jax.process_count(),
+        chunks_recomputed=len(bad),
+        bad_chunks=bad,
     )
