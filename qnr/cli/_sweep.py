@@ -109,7 +109,35 @@ def check(args) -> None:
     ResultsDir(out).check_writable()
 
 
+class _StdoutToStderr:
+    """Send file descriptor 1 to stderr for the duration (the collectives' C++ libraries,
+    e.g. gloo, print connection messages on stdout, which must hold only the JSON)."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stdout.flush()
+        self._saved = os.dup(1)
+        os.dup2(2, 1)
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+
+        sys.stdout.flush()
+        os.dup2(self._saved, 1)
+        os.close(self._saved)
+        return False
+
+
 def run(args) -> dict:
+    if not args.distributed:
+        return _run(args)
+    with _StdoutToStderr():
+        return _run(args)
+
+
+def _run(args) -> dict:
     setup_precision(args)
     import jax
 
