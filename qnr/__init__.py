@@ -18,6 +18,7 @@ from qnr._version import __version__
 # whose ``--help`` and argument errors must answer in well under a second -- does not pay for
 # importing JAX and the numerics until a name is actually used.
 _LAZY = {
+    "RESULTS": "qnr._results",
     "error_from_mmse": "qnr.model",
     "lam_from_lambda_tilde": "qnr.model",
     "lambda_tilde_from_lam": "qnr.model",

@@ -16,7 +16,7 @@ from qnr.theory.erm import ERMSolver, erm_problem_grid, solve_erm
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 import _scipy_reference as ref  # noqa: E402
 
-SOLVER = ERMSolver(fallback=False)
+SOLVER = ERMSolver()
 # one vmapped, jitted solve over a batch of problems
 solve_batch = eqx.filter_jit(eqx.filter_vmap(lambda p: solve_erm(p, SOLVER)))
 

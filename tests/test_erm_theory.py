@@ -6,9 +6,9 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 import pytest
 
+import qnr
 from qnr.cli import main
 from qnr.spectra import convolved_law
 from qnr.teachers import MarchenkoPastur, PowerLaw, Spectrum
@@ -167,7 +167,7 @@ def test_vmapped_grid_compiles_once():
     def run(alpha, lam, delta, ks):
         # lam > 0 on these grids: leave the lam -> 0+ branch logic out (static lam_zero)
         problem = ERMProblem(alpha, kappa_star=ks, lam=lam, Delta=delta, lam_zero=False)
-        return solve_erm(problem, ERMSolver(fallback=False)).E
+        return solve_erm(problem, ERMSolver()).E
 
     chex.clear_trace_counter()
     e1 = run(alphas, np.full(8, 0.05), np.full(8, 0.1), np.full(8, 0.5))
@@ -197,9 +197,9 @@ def test_grid_and_curve_helpers():
 def test_failure_is_a_result_code_and_nan():
     """A solve that cannot converge in 1 step reports failure and NaN outputs."""
     sol = solve_erm(
-        ERMProblem(0.3, kappa_star=0.5, lam=0.05), ERMSolver(max_steps=1, fallback=False)
+        ERMProblem(0.3, kappa_star=0.5, lam=0.05), ERMSolver(max_steps=1)
     )
-    assert sol.result != optx.RESULTS.successful
+    assert sol.result == qnr.RESULTS.nonlinear_max_steps_reached
     assert np.isnan(float(sol.E)) and np.isnan(float(sol.xi))
 
 

@@ -302,7 +302,7 @@ def test_alpha_sr_from_erm_fixed_point_extrapolation():
     # qnr.spectra is fragile and solves are reported as failures (a documented limitation)
     alphas = np.array([0.395, 0.40, 0.4025, 0.405, 0.4075, 0.41])
     p, _ = erm_problem_grid(jnp.asarray(alphas), kappa_star=0.5, lam=0.0, Delta=0.0)
-    sol = solve_erm_curve(p, ERMSolver(fallback=False))
+    sol = solve_erm_curve(p, ERMSolver())
     assert np.all(np.asarray(sol.converged))
     root_E = np.sqrt(np.asarray(sol.E))
     c = np.polyfit(alphas, root_E, 2)

@@ -35,6 +35,12 @@ from qnr._validate import check_positive, check_size, is_concrete
 from qnr.spectra._atomic import AtomicConvolution, atomic_law
 from qnr.spectra._base import Quadrature, SemicircleConvolution, Support, theta_rule
 from qnr.spectra._mp import MPConvolution, mp_edge_quartic
+from qnr.spectra._mp_exact import (
+    MPIntegrals,
+    mp_boundary_g,
+    mp_integrals,
+    mp_level_with_mass_above,
+)
 from qnr.teachers import MarchenkoPastur, PowerLaw, Spectrum, Teacher
 
 __all__ = [
@@ -47,6 +53,10 @@ __all__ = [
     "atomic_law",
     "teacher_atoms",
     "mp_edge_quartic",
+    "MPIntegrals",
+    "mp_boundary_g",
+    "mp_integrals",
+    "mp_level_with_mass_above",
     "theta_rule",
 ]
 

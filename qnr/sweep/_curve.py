@@ -88,26 +88,15 @@ def summarise_seeds(alpha, values: dict[str, np.ndarray]) -> dict[str, np.ndarra
 
 
 def solve_theory_batch(static, floats, options=None) -> dict[str, np.ndarray]:
-    """The ``theory`` task on a batch of points (sharded, vmapped), in two passes: Newton on
-    every point, then Levenberg-Marquardt (``method = "lm"``) on the points that failed only
-    (a per-point ``lax.cond`` fallback would run both solvers on every point under ``vmap``).
-    """
+    """The ``theory`` task on a batch of points (sharded, vmapped, one pass: the globalised
+    Newton of :func:`qnr.theory.solve_erm` converges from its fixed start)."""
     from qnr.sweep._tasks import THEORY
 
     opts = {**THEORY.options, **(options or {})}
     size = int(np.asarray(next(iter(floats.values()))).size)
     keys = seed_keys(0, [0])
-    fn = THEORY.build(static, {**opts, "fallback": False}, floats)
-    out = ShardedMap(fn, size)(floats, keys)
-    failed = np.flatnonzero(out["result"] != 0)
-    if failed.size and opts.get("method", "newton") == "newton":
-        sub = {k: np.asarray(v)[failed] for k, v in floats.items()}
-        lm = THEORY.build(static, {**opts, "method": "lm", "fallback": False}, sub)
-        retry = ShardedMap(lm, failed.size)(sub, keys)
-        for k in out:
-            out[k] = np.array(out[k], copy=True)
-            out[k][failed] = retry[k]
-    return out
+    fn = THEORY.build(static, opts, floats)
+    return ShardedMap(fn, size)(floats, keys)
 
 
 def _thresholds(kappa_star: float, kappa: float, delta: float, teacher: str) -> dict:

@@ -8,10 +8,12 @@ ratio), ``kappa`` (student width ratio; ``kappa >= 1`` = no rank constraint), ``
 (``convex`` | ``network``).
 
 Simulation outputs per seed (prefixed ``sim_`` in ``both``): ``E``, ``e_test``, ``e_train``,
-``rank`` (rank fraction), ``iterations``, ``result`` (``optimistix.RESULTS`` code; metrics of
-failed runs are NaN). Data for seed ``s`` are the same at every grid point (the first
-``n = round(alpha d^2)`` of ``n_max`` samples are used, by masking), so curves over ``alpha``
-use common random numbers.
+``rank`` (rank fraction), ``duality_gap`` (convex: certified relative gap), ``iterations``,
+``result`` (``optimistix.RESULTS`` code; metrics of failed runs are NaN) and ``degenerate``
+(1: the convex minimiser is not unique, see :func:`qnr.sim.dual_certificate`). Each
+(grid point, seed) has a fresh teacher and data (:func:`qnr.sim.run_key`: the seed key with
+the point's ``alpha, kappa, lam, Delta`` folded in); ``options.common_data = true`` reuses
+one teacher and data set per seed along the grid (common random numbers).
 """
 
 from __future__ import annotations
@@ -34,12 +36,16 @@ __all__ = [
 ]
 
 _SIM_OPTIONS = {
-    "max_steps": 20_000,  # solver iteration cap
-    "rtol": 1e-9,  # convex: fixed-point residual tolerance; network: loss change
+    # None: the library default of qnr.sim.make_solver / qnr.sim.SIM_DEFAULTS (the same as
+    # qnr simulate and qnr curve)
+    "max_steps": None,  # solver iteration cap
+    "rtol": None,  # convex: FISTA residual tolerance; network: loss change
+    "gap_tol": None,  # convex: certified relative duality gap
     "optimizer": "lbfgs",  # network solver: gd | momentum | adam | lbfgs
-    "learning_rate": 1.0,  # network solver (not used by lbfgs)
-    "init_scale": 0.1,  # network solver: W0 W0^T ~ init_scale^2 I
-    "gtol": 1e-8,  # network solver: gradient-norm tolerance
+    "learning_rate": None,  # network solver (gd/momentum/adam)
+    "init_scale": None,  # network solver: W0 W0^T ~ init_scale^2 I
+    "gtol": None,  # network solver: gradient-norm tolerance
+    "common_data": False,  # True: the same teacher and data at every point of a seed
 }
 
 
@@ -68,71 +74,74 @@ def _teacher(static):
     )
 
 
+def _opt(options, name):
+    v = options.get(name)
+    return None if v is None else v
+
+
 def simulation_point_fn(static, options, floats):
-    """The per-point function of the ``simulation`` task (see the module docstring).
+    """The per-point function of the ``simulation`` task: :func:`qnr.sim.simulation_kernel`
+    (the engine of :func:`qnr.sim.simulate_grid` and ``qnr simulate``) vmapped over the seed
+    keys, with the solver of :func:`qnr.sim.make_solver` (``solver = "convex"``, or the
+    network's ``options["optimizer"]``) -- so a sweep row equals ``simulate`` at the same
+    point and seed.
 
     ``static``: ``d``, ``teacher``, ``kappa_star``, ``gamma``, ``solver``; ``floats`` gives
     the largest ``alpha`` (samples are allocated for it) and ``kappa`` (network width)."""
-    from qnr.sim import (
-        RESULTS,
-        ERMProblem,
-        NetworkSolver,
-        ProximalGradient,
-        init_weights,
-        make_dataset,
-        solve_convex,
-        train_network,
-    )
+    from qnr.sim import RANK_RTOL, SIM_DEFAULTS, make_solver, simulation_kernel
 
     d = int(static["d"])
     teacher = _teacher(static)
     n_max = max(1, int(round(float(np.max(floats["alpha"])) * d * d)))
     m_max = max(1, int(round(float(np.max(floats.get("kappa", [1.0]))) * d)))
-    solver_name = static["solver"]
-    if solver_name == "convex":
-        solver = ProximalGradient(max_steps=int(options["max_steps"]), rtol=options["rtol"])
-    else:
-        solver = NetworkSolver(
-            options["optimizer"],
-            options["learning_rate"],
-            max_steps=int(options["max_steps"]),
-            rtol=options["rtol"],
-            gtol=options["gtol"],
-        )
+    name = "convex" if static["solver"] == "convex" else str(options["optimizer"])
+    dtype = jnp.zeros(()).dtype
+    solver = make_solver(
+        name,
+        d,
+        dtype,
+        max_steps=None if options.get("max_steps") is None else int(options["max_steps"]),
+        rtol=_opt(options, "rtol"),
+        gtol=_opt(options, "gtol"),
+        gap_tol=_opt(options, "gap_tol"),
+    )
+    network = name != "convex"
+    lr = options.get("learning_rate")
+    lr = float(solver.learning_rate) if (lr is None and network) else (lr or 1.0)
+    init_scale = options.get("init_scale") or SIM_DEFAULTS["init_scale"]
+    rank_rtol = RANK_RTOL if dtype == jnp.float64 else 1e-3
+    kernel = simulation_kernel(
+        teacher,
+        d,
+        solver,
+        n_max,
+        m_max if network else 1,
+        rank_rtol,
+        common_data=bool(options.get("common_data", False)),
+        dtype=dtype,
+    )
 
     def fn(params, keys):
         alpha, lam, delta, kappa = (params[k] for k in ("alpha", "lam", "delta", "kappa"))
-        dtype = alpha.dtype
-        n = jnp.maximum(1.0, jnp.round(alpha * d * d))
-        sample_mask = (jnp.arange(n_max) < n).astype(dtype)
-        m = jnp.clip(jnp.round(kappa * d), 1, None).astype(jnp.int32)
+        dt = alpha.dtype
 
         def one(key):
-            k_data, k_init = jax.random.split(key)
-            data = make_dataset(k_data, teacher, d, n_max, noise=delta, dtype=dtype)
-            problem = ERMProblem(data.X, data.y, lam, sample_mask=sample_mask)
-            if solver_name == "convex":
-                sol = solve_convex(
-                    problem, solver, rank=jnp.minimum(m, d), S_star=data.S_star, noise=delta
-                )
-            else:
-                mm = jnp.minimum(m, m_max)
-                W0 = init_weights(k_init, d, mm, options["init_scale"], m_max=m_max, dtype=dtype)
-                neuron_mask = (jnp.arange(m_max) < mm).astype(dtype)
-                sol = train_network(
-                    problem, W0, solver, neuron_mask=neuron_mask, S_star=data.S_star, noise=delta
-                )
-            ok = sol.result == RESULTS.successful
-            nan = jnp.asarray(jnp.nan, dtype)
+            o = kernel(
+                key, alpha, kappa, lam, delta, jnp.asarray(lr, dt), jnp.asarray(init_scale, dt)
+            )
+            ok = o["result"] == 0
+            nan = jnp.asarray(jnp.nan, dt)
             out = {
-                "E": sol.E,
-                "e_test": sol.e_test,
-                "e_train": sol.e_train,
-                "rank": sol.rank_fraction.astype(dtype),
+                "E": o["E"],
+                "e_test": o["e_test"],
+                "e_train": o["e_train"],
+                "rank": o["rank_fraction"],
+                "duality_gap": o["duality_gap"],
             }
             out = {k: jnp.where(ok, v, nan) for k, v in out.items()}
-            out["iterations"] = sol.iterations.astype(jnp.int32)
-            out["result"] = jnp.where(ok, 0, sol.result._value).astype(jnp.int32)
+            out["iterations"] = o["iterations"]
+            out["result"] = o["result"]
+            out["degenerate"] = o["degenerate"].astype(jnp.int32)
             return out
 
         return jax.vmap(one)(keys)
@@ -158,17 +167,12 @@ SIMULATION = Task(
 
 
 _THEORY_OPTIONS = {
-    "rtol": 1e-11,  # Newton tolerances on (log xi, log tau)
-    "atol": 1e-11,
-    "max_steps": 100,
+    "rtol": 1e-13,  # step tolerances of the globalised Newton (qnr.theory.DampedNewton)
+    "atol": 1e-13,
+    "max_steps": 64,
     "xi0": 1.0,  # initial guess
     "tau0": 1.0,
-    "n_nodes": 0,  # quadrature nodes per support interval (0: the solver's default)
-    "method": "newton",  # "newton" | "lm" (Levenberg-Marquardt)
-    # retry a failed Newton solve with Levenberg-Marquardt inside each point (a lax.cond: under
-    # vmap BOTH solvers run for every point, so it is off by default; learning_curve and
-    # phase_diagram instead re-solve only the failed points with method = "lm")
-    "fallback": False,
+    "n_nodes": 0,  # quadrature nodes per support interval (discrete teachers; 0: default)
 }
 
 THEORY_OUTPUTS = ("xi", "tau", "E", "e_test", "e_train", "rank", "D", "b")
@@ -184,16 +188,14 @@ def theory_point_fn(static, options, floats):
     ``E``, ``e_test``, ``e_train``, ``rank``, ``D``, ``b``, ``branch``, ``steps``,
     ``result`` (NaN outputs where ``result != 0``)."""
     from qnr.teachers import PowerLaw
+    from qnr.theory._newton import DampedNewton
     from qnr.theory.erm import ERMProblem, ERMSolver, solve_erm
 
     solver = ERMSolver(
-        rtol=float(options["rtol"]),
-        atol=float(options["atol"]),
+        root_finder=DampedNewton(rtol=float(options["rtol"]), atol=float(options["atol"])),
         max_steps=int(options["max_steps"]),
         xi0=float(options["xi0"]),
         tau0=float(options["tau0"]),
-        method=str(options["method"]),
-        fallback=bool(options["fallback"]),
     )
     n_nodes = int(options["n_nodes"]) or None
     teacher_name = str(static.get("teacher", "mp")).replace("_", "-")

@@ -22,40 +22,63 @@ Outputs: ``E = ||Shat - S*||_F^2/d``, ``e_test = alpha xi = (E + Delta/2)/2``,
 ``e_train = alpha xi (lam/tau)^2 = xi (alpha - D)^2/alpha``, ``r``, and the learned spectrum
 (atom ``1 - r`` at 0 plus ``rho_xi`` above ``b`` shifted left by ``tau``).
 
-``lam -> 0+`` (minimum nuclear norm): either the interpolating branch (``D = alpha``,
-``tau > 0``, ``e_train = 0``) or ``tau = 0`` with ``D(0, xi) < alpha`` and
-``e_train = xi (alpha - D)^2/alpha``; at ``lam = 0`` both are solved and the valid one is kept
-(the ``tau = 0`` branch iff ``D(0, xi) < alpha``).
+Evaluation (THEORY.md section 6): for the MP teacher every integral is exact
+(:func:`qnr.spectra.mp_integrals`, no quadrature) and ``E`` is evaluated in its
+cancellation-free form ``E = xi + tau^2 + int_{-inf}^b (x^2 - tau^2) rho
+- 4 xi int_{-inf}^b (x - tau) H rho`` (relative accuracy ~1e-11 down to ``xi = 1e-12``); for
+discrete teachers (power law, user spectra) the integrals use the edge-aware quadrature of
+:class:`qnr.spectra.AtomicConvolution`.
 
-Numerics: unknowns ``(log xi, log tau)`` (``log xi`` alone on the ``tau = 0`` branch),
-residuals ``(E + Delta/2)/(2 alpha xi) - 1`` and ``1 - D/alpha - lam/tau`` (equation 2 divided
-by ``tau``, which is also the ``lam = 0`` interpolation condition), Newton's method from
-``optimistix`` (Levenberg-Marquardt as fallback) with implicit differentiation: ``jax.grad``
-(or ``jax.jvp``) of any output with respect to ``alpha, lam, Delta, kappa`` or the teacher's
-parameters goes through the implicit function theorem (see ``_root``).
+Branches (``branch`` of :class:`ERMSolution`):
+
+* :data:`BRANCH_GENERAL`: ``tau > 0`` (``lam > 0``, or the interpolating ``lam -> 0+``
+  branch ``D = alpha``).
+* :data:`BRANCH_TAU_ZERO`: ``lam -> 0+`` with ``tau = 0`` and ``D(0, xi) < alpha``
+  (non-interpolating; ``e_train = xi (alpha - D)^2/alpha``).
+* :data:`BRANCH_PERFECT`: perfect recovery, ``lam = 0`` and ``Delta = 0`` at
+  ``alpha >= alpha_SR(kappa*, kappa)`` (THEORY.md section 3): ``xi = tau = E = 0`` exactly,
+  rank ``min(kappa*, 1)`` (the rank of ``S*``; the ``lam -> 0+`` limit of the rank is larger,
+  since ``O(sqrt xi)`` eigenvalues vanish continuously). A solution, not a failure.
+
+``lam = 0`` always means the ``lam -> 0+`` limit (the minimum-nuclear-norm interpolator).
+
+Numerics: unknowns ``(log xi, log(tau/sqrt(xi)))`` (``log xi`` alone on the ``tau = 0``
+branch),
+residuals ``(E + Delta/2)/(2 alpha xi) - 1`` and ``1 - D/alpha - lam/tau``, solved from one
+fixed start by :class:`qnr.theory.DampedNewton` (clipped steps, Armijo backtracking) through
+``optimistix.root_find``; ``jax.grad``/``jax.jvp`` of every output with respect to
+``alpha, lam, Delta, kappa`` and the teacher's parameters go through the implicit function
+theorem (``optimistix.ImplicitAdjoint``, linear solves by ``lineax``). Every returned solution
+satisfies ``E >= 0``, ``0 <= rank <= min(1, kappa)`` and ``max |residual| <= residual_tol``;
+otherwise its ``result`` is a failure code and its outputs are NaN.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Float, Int
 
+from qnr._results import RESULTS
 from qnr._validate import check_nonnegative, check_positive, is_concrete
 from qnr.spectra import (
     AtomicConvolution,
     MPConvolution,
     SemicircleConvolution,
     convolved_law,
+    mp_integrals,
+    mp_level_with_mass_above,
     teacher_atoms,
 )
 from qnr.teachers import MarchenkoPastur, Teacher
+from qnr.theory._newton import DampedNewton
+from qnr.theory.thresholds import strong_recovery
 
 __all__ = [
     "ERMTerms",
@@ -74,10 +97,13 @@ __all__ = [
     "solve_erm_curve",
     "BRANCH_GENERAL",
     "BRANCH_TAU_ZERO",
+    "BRANCH_PERFECT",
+    "DampedNewton",
 ]
 
 BRANCH_GENERAL = 0  #: ``tau > 0`` (``lam > 0``, or the interpolating ``lam -> 0+`` branch)
 BRANCH_TAU_ZERO = 1  #: ``lam -> 0+`` with ``tau = 0`` (non-interpolating)
+BRANCH_PERFECT = 2  #: perfect recovery (``lam = Delta = 0``, ``alpha >= alpha_SR``): ``E = 0``
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -91,19 +117,34 @@ class ERMTerms(eqx.Module):
     omega: Float[Array, ""]  #: rank-constraint level (``-inf`` when it does not apply)
 
 
-def _terms_from_law(law: SemicircleConvolution, tau, kappa, constrained: bool) -> ERMTerms:
-    xi = law.xi
+def _omega(level_fn, kappa, dtype, constrained: bool):
+    if not constrained:
+        return jnp.asarray(-jnp.inf, dtype)
+    kappa = jnp.asarray(kappa, dtype)
+    binding = kappa < 1
+    level = level_fn(jnp.where(binding, kappa, 0.5))
+    return jnp.where(binding, level, -jnp.inf)
+
+
+def _mp_terms(kappa_star, xi, tau, kappa, constrained: bool) -> ERMTerms:
+    """Exact terms for the MP teacher (THEORY.md section 6; see the module docstring for the
+    cancellation-free form of ``E``)."""
     dtype = xi.dtype
     tau = jnp.asarray(tau, dtype)
-    if constrained:
-        kappa = jnp.asarray(kappa, dtype)
-        binding = kappa < 1
-        mass = jnp.where(binding, kappa, 0.5)
-        omega = jnp.where(binding, law.level_with_mass_above(mass), -jnp.inf)
-        b = jnp.maximum(tau, omega)
-    else:
-        omega = jnp.asarray(-jnp.inf, dtype)
-        b = tau
+    omega = _omega(lambda m: mp_level_with_mass_above(kappa_star, xi, m), kappa, dtype, constrained)
+    b = jnp.maximum(tau, omega)
+    i = mp_integrals(kappa_star, xi, b)
+    D = i.h1_up - tau * i.h0_up
+    E = xi + tau**2 + i.m2_low - tau**2 * i.m0_low - 4 * xi * (i.h1_low - tau * i.h0_low)
+    return ERMTerms(D=D, E=E, rank=i.m0_up, b=b, omega=omega)
+
+
+def _quadrature_terms(law: SemicircleConvolution, tau, kappa, constrained: bool) -> ERMTerms:
+    """Terms by the edge-aware quadrature of a discrete teacher's law."""
+    xi = law.xi
+    tau = jnp.asarray(tau, xi.dtype)
+    omega = _omega(law.level_with_mass_above, kappa, xi.dtype, constrained)
+    b = jnp.maximum(tau, omega)
     q = law.quadrature(b)
     D = q.integrate(lambda x, r, h: (x - tau) * h * r)
     i2 = q.integrate(lambda x, r, h: (tau * tau - x * x) * r)
@@ -123,18 +164,22 @@ def erm_terms(
 ) -> ERMTerms:
     """``D(tau, xi)``, ``E(tau, xi)`` and the rank ``rho_xi([b, inf))`` (THEORY.md section 2).
 
-    ``teacher``: ``MarchenkoPastur`` (``d -> inf`` law; ``d`` None) or any teacher with its
-    ``d`` atoms (``PowerLaw``, ``Spectrum``). ``xi > 0``; ``tau >= 0`` (any real works: the
-    formulas are integrals above ``b``); ``kappa`` the student width ratio (None or
-    ``>= 1``: no rank constraint). Differentiable in ``xi``, ``tau``, ``kappa`` and the teacher's
-    parameters; jit/vmap-friendly (``kappa`` must be given, possibly traced, to enable the
-    constrained path).
+    ``teacher``: ``MarchenkoPastur`` (``d -> inf`` law, exact; ``d`` None) or any teacher with
+    its ``d`` atoms (``PowerLaw``, ``Spectrum``; quadrature). ``xi > 0``; ``tau >= 0``;
+    ``kappa`` the student width ratio (None or ``>= 1``: no rank constraint). Differentiable in
+    ``xi``, ``tau``, ``kappa`` and the teacher's parameters; jit/vmap-friendly.
     """
     check_positive("xi", xi)
     if kappa is not None:
         check_positive("kappa", kappa)
+    constrained = kappa is not None
+    if isinstance(teacher, MarchenkoPastur):
+        if d is not None:
+            teacher_atoms(teacher, d)  # raises the explanatory error
+        xi = jnp.asarray(xi, jnp.result_type(teacher.kappa_star, float))
+        return _mp_terms(teacher.kappa_star.astype(xi.dtype), xi, tau, kappa, constrained)
     law = convolved_law(teacher, xi, d, n_nodes=n_nodes)
-    return _terms_from_law(law, tau, kappa, kappa is not None)
+    return _quadrature_terms(law, tau, kappa, constrained)
 
 
 def erm_D(teacher, xi, tau, kappa=None, *, d=None, n_nodes=None) -> Array:
@@ -161,9 +206,9 @@ class ERMProblem(eqx.Module):
     variance), ``kappa`` (student width ratio; ``inf`` = unconstrained). Static: ``d`` (number
     of teacher atoms for non-MP teachers; ``None`` for the MP ``d -> inf`` law),
     ``rank_constrained`` (whether the ``kappa < 1`` path is compiled in; default: when a
-    concrete ``kappa < 1`` or a traced one), ``lam_zero`` (whether the ``lam -> 0+`` branch
-    logic is compiled in; default: when a concrete ``lam == 0`` or a traced one) and
-    ``n_nodes`` (quadrature nodes, see :func:`qnr.spectra.convolved_law`).
+    concrete ``kappa < 1`` or a traced one), ``lam_zero`` (whether the ``lam -> 0+`` branches
+    are compiled in; default: when a concrete ``lam == 0`` or a traced one) and ``n_nodes``
+    (quadrature nodes for discrete teachers, see :func:`qnr.spectra.convolved_law`).
 
     Build with ``ERMProblem(alpha, teacher, lam=..., Delta=..., kappa=..., d=...)`` or
     ``ERMProblem(alpha, kappa_star=0.5, ...)`` for the MP teacher.
@@ -250,26 +295,34 @@ class ERMProblem(eqx.Module):
 
     def terms(self, xi, tau) -> ERMTerms:
         """:class:`ERMTerms` at ``(tau, xi)`` for this problem's teacher and ``kappa``."""
-        return _terms_from_law(self.law(xi), tau, self.kappa, self.rank_constrained)
+        if self.atoms is None:
+            xi = jnp.asarray(xi, self.alpha.dtype)
+            k = self.teacher.kappa_star.astype(xi.dtype)
+            return _mp_terms(k, xi, tau, self.kappa, self.rank_constrained)
+        return _quadrature_terms(self.law(xi), tau, self.kappa, self.rank_constrained)
+
+    def rank_star(self) -> Array:
+        """Rank fraction of the teacher, ``mu*((0, inf))`` (``min(kappa*, 1)`` for MP)."""
+        if self.atoms is None:
+            return jnp.minimum(self.teacher.kappa_star.astype(self.alpha.dtype), 1.0)
+        return jnp.sum(jnp.where(self.atoms > 0, self.weights, 0.0))
 
 
 class ERMSolver(eqx.Module):
-    """Settings of the fixed-point solve on ``(log xi, log tau)``: ``method`` ``"newton"``
-    (``optimistix.Newton``) or ``"lm"`` (``optimistix.LevenbergMarquardt``, slower but
-    globally convergent), tolerances ``rtol``/``atol`` (on the log-variables), at most
-    ``max_steps`` steps; ``xi0``/``tau0`` the default initial guess (overridden by ``init``
-    warm starts); ``residual_tol``: a solution whose residuals exceed it is reported as a
-    failure; ``fallback``: retry a failed Newton solve with Levenberg-Marquardt (a
-    ``lax.cond``; :func:`solve_erm_grid` instead re-solves only the failed points)."""
+    """Settings of the fixed-point solve on ``(log xi, log tau)``.
 
-    rtol: float = 1e-11
-    atol: float = 1e-11
-    max_steps: int = 100
+    ``root_finder``: any ``optimistix`` root finder (default :class:`DampedNewton`; e.g.
+    ``optx.Newton(rtol, atol)`` or ``optx.LevenbergMarquardt(...)`` for comparison);
+    ``max_steps``: iteration cap; ``xi0``/``tau0``: the fixed initial guess (overridden by
+    ``init`` warm starts); ``residual_tol``: a solution whose residuals exceed it is a failure
+    (:data:`qnr.RESULTS.invariant_violated`).
+    """
+
+    root_finder: optx.AbstractRootFinder = DampedNewton()
+    max_steps: int = eqx.field(static=True, default=64)
     xi0: float = 1.0
     tau0: float = 1.0
     residual_tol: float = 1e-8
-    method: str = eqx.field(static=True, default="newton")
-    fallback: bool = eqx.field(static=True, default=True)
 
 
 _DEFAULT_SOLVER = ERMSolver()
@@ -277,7 +330,9 @@ _DEFAULT_SOLVER = ERMSolver()
 
 class ERMSolution(eqx.Module):
     """Solution of the ERM fixed point. Failed solves (``result`` not successful) have all
-    float fields NaN. ``branch``: :data:`BRANCH_GENERAL` or :data:`BRANCH_TAU_ZERO`."""
+    float fields NaN. ``branch``: :data:`BRANCH_GENERAL`, :data:`BRANCH_TAU_ZERO` or
+    :data:`BRANCH_PERFECT`. ``stats``: ``num_steps``, ``residual`` (max abs residual),
+    ``last_iterate`` (the unmasked ``(xi, tau)`` of the solver, useful as a warm start)."""
 
     xi: Float[Array, ""]
     tau: Float[Array, ""]
@@ -288,7 +343,7 @@ class ERMSolution(eqx.Module):
     D: Float[Array, ""]
     b: Float[Array, ""]
     branch: Int[Array, ""]
-    result: optx.RESULTS
+    result: RESULTS
     stats: dict
 
     @property
@@ -298,7 +353,7 @@ class ERMSolution(eqx.Module):
 
     @property
     def converged(self) -> Array:
-        return self.result == optx.RESULTS.successful
+        return self.result == RESULTS.successful
 
 
 class LearnedSpectrum(eqx.Module):
@@ -323,14 +378,27 @@ class LearnedSpectrum(eqx.Module):
 
 def learned_spectrum(problem: ERMProblem, solution: ERMSolution) -> LearnedSpectrum:
     """Eigenvalue law of the learned matrix ``Shat`` at a solved fixed point (THEORY.md
-    section 2): atom ``1 - r`` at 0 plus ``rho_xi`` above ``b`` shifted left by ``tau``."""
+    section 2): atom ``1 - r`` at 0 plus ``rho_xi`` above ``b`` shifted left by ``tau``.
+    Needs ``xi > 0`` (not the perfect-recovery branch, where ``Shat = S*``)."""
     law = problem.law(solution.xi)
     return LearnedSpectrum(law, solution.tau, solution.b, 1 - solution.rank)
 
 
 # --------------------------------------------------------------------------- residuals
+def _from_y(y):
+    """``(xi, tau)`` from the unknowns ``y = (log xi, log(tau / sqrt(xi)))``: the second
+    variable is the threshold in units of the noise scale, which stays ``O(1)`` as
+    ``xi -> 0`` (near perfect recovery ``tau ~ s sqrt(xi)``, THEORY.md section 6), so the
+    Jacobian stays well conditioned there."""
+    return jnp.exp(y[0]), jnp.exp(y[1] + y[0] / 2)
+
+
+def _to_y(xi, tau):
+    return jnp.stack([jnp.log(xi), jnp.log(tau) - jnp.log(xi) / 2])
+
+
 def _residual_general(y, problem: ERMProblem):
-    xi, tau = jnp.exp(y[0]), jnp.exp(y[1])
+    xi, tau = _from_y(y)
     t = problem.terms(xi, tau)
     r1 = (t.E + problem.Delta / 2) / (2 * problem.alpha * xi) - 1
     r2 = 1 - t.D / problem.alpha - problem.lam / tau
@@ -343,54 +411,39 @@ def _residual_tau_zero(y, problem: ERMProblem):
     return ((t.E + problem.Delta / 2) / (2 * problem.alpha * xi) - 1)[None]
 
 
+_ADJOINT = optx.ImplicitAdjoint(linear_solver=lx.LU())
+
+
 def _root(fn, y0, problem, solver: ERMSolver):
-    """Solve ``fn(y, problem) = 0``: Newton's method (``optimistix.Newton``); where it fails
-    (divergence, non-finite iterates, too many steps), Levenberg-Marquardt
-    (``optimistix.LevenbergMarquardt``, a trust-region method) from the same start.
+    """``fn(y, problem) = 0`` by ``solver.root_finder`` through ``optimistix.root_find``
+    (implicit differentiation). Returns the root (the start where the solve failed, so that a
+    failed or unused branch injects no NaN into gradients), result code, steps, last iterate."""
+    sol = optx.root_find(
+        fn,
+        solver.root_finder,
+        jax.lax.stop_gradient(y0),
+        problem,
+        throw=False,
+        max_steps=solver.max_steps,
+        adjoint=_ADJOINT,
+    )
+    ok = (sol.result == optx.RESULTS.successful) & jnp.all(jnp.isfinite(sol.value))
+    y = jnp.where(ok, sol.value, jax.lax.stop_gradient(y0))
+    result = RESULTS.where(ok, RESULTS.successful, RESULTS.promote(sol.result))
+    result = RESULTS.where(ok | (result != RESULTS.successful), result, RESULTS.nonfinite)
+    return y, result, sol.stats["num_steps"], jax.lax.stop_gradient(sol.value)
 
-    Differentiation is by the implicit function theorem: the solve runs on
-    ``stop_gradient``-ed inputs and the root is re-attached to the graph by one Newton step
-    ``y* - J^{-1} fn(y*, problem)`` with ``J = d fn / dy`` held constant, whose derivative is
-    exactly ``-J^{-1} d fn / d theta`` (forward and reverse mode). Failed solves are replaced
-    by the (finite) starting point before that step, so a failed or unused branch can never
-    inject NaN into the gradients of the selected one.
-    """
-    y0 = jax.lax.stop_gradient(y0)
-    p_const = jax.lax.stop_gradient(problem)
 
-    def run(method):
-        sol = optx.root_find(
-            fn,
-            method,
-            y0,
-            p_const,
-            throw=False,
-            max_steps=solver.max_steps,
-            adjoint=optx.RecursiveCheckpointAdjoint(),
-        )
-        ok = (sol.result == optx.RESULTS.successful) & jnp.all(jnp.isfinite(sol.value))
-        return sol.value, ok, sol.stats["num_steps"]
-
-    lm = optx.LevenbergMarquardt(rtol=solver.rtol, atol=solver.atol)
-    if solver.method == "lm":
-        y, ok, steps = run(lm)
-    elif solver.method == "newton":
-        y, ok, steps = run(optx.Newton(rtol=solver.rtol, atol=solver.atol))
-        if solver.fallback:
-
-            def retry(_):
-                y2, ok2, steps2 = run(lm)
-                return y2, ok2, steps + steps2
-
-            y, ok, steps = jax.lax.cond(ok, lambda _: (y, ok, steps), retry, None)
-    else:
-        raise ValueError(f"method must be 'newton' or 'lm', got {solver.method!r}")
-    y = jax.lax.stop_gradient(jnp.where(ok, y, y0))
-    jac = jax.jacfwd(fn)(y, p_const)
-    eye = jnp.eye(y.shape[0], dtype=y.dtype)
-    jac = jnp.where(ok & jnp.all(jnp.isfinite(jac)), jac, eye)
-    y = y - jnp.linalg.solve(jac, fn(y, problem))
-    return y, ok, steps
+def _perfect_recovery(problem: ERMProblem) -> Array:
+    """Whether ``(problem)`` is on the perfect-recovery branch: ``lam = 0``, ``Delta = 0`` and
+    ``alpha >= alpha_SR(kappa*, kappa)`` (THEORY.md section 3; ``alpha_SR`` depends on the
+    teacher only through its rank fraction)."""
+    k_star = jax.lax.stop_gradient(problem.rank_star())
+    full = k_star >= 1
+    sr = strong_recovery(jnp.where(full, 0.5, k_star), jax.lax.stop_gradient(problem.kappa))
+    alpha_sr = jnp.where(full, 0.5, sr.alpha_SR)
+    alpha_sr = jnp.where(full & (problem.kappa < 1), jnp.inf, alpha_sr)
+    return (problem.lam == 0) & (problem.Delta == 0) & (problem.alpha >= alpha_sr)
 
 
 def solve_erm(problem: ERMProblem, solver: ERMSolver | None = None, init=None) -> ERMSolution:
@@ -398,62 +451,93 @@ def solve_erm(problem: ERMProblem, solver: ERMSolver | None = None, init=None) -
 
     ``init``: optional warm start ``(xi, tau)`` (e.g. the previous point of a curve).
     jit/vmap/grad-compatible; failure is reported in ``result`` (outputs NaN), never raised.
-    At ``lam == 0`` both ``lam -> 0+`` branches are solved and the valid one returned.
+    At ``lam == 0`` the ``lam -> 0+`` branches are solved and the valid one returned:
+    perfect recovery where it holds, else ``tau = 0`` iff ``D(0, xi) < alpha``, else the
+    interpolating branch.
     """
     solver = _DEFAULT_SOLVER if solver is None else solver
     dtype = problem.alpha.dtype
     if init is None:
-        y0 = jnp.log(jnp.asarray([solver.xi0, solver.tau0], dtype=dtype))
+        y0 = _to_y(*jnp.asarray([solver.xi0, solver.tau0], dtype=dtype))
     else:
         init = jnp.asarray(init, dtype=dtype)
-        y0 = jnp.log(jnp.where(jnp.isfinite(init) & (init > 0), init, 1.0))
-    y_g, ok_g, steps_g = _root(_residual_general, y0, problem, solver)
-
-    lam_zero = problem.lam == 0
-
-    def tau_zero_branch(y0):
-        return _root(_residual_tau_zero, y0[:1], problem, solver)
-
-    def skip(y0):
-        return y0[:1], jnp.asarray(False), jnp.zeros_like(steps_g)
+        y0 = _to_y(*jnp.where(jnp.isfinite(init) & (init > 0), init, 1.0))
 
     if problem.lam_zero:
-        y_0, ok_0, steps_0 = jax.lax.cond(lam_zero, tau_zero_branch, skip, y0)
-    else:
-        y_0, ok_0, steps_0 = skip(y0)
-
-    xi_g, tau_g = jnp.exp(y_g[0]), jnp.exp(y_g[1])
-    xi_0 = jnp.exp(y_0[0])
-    # branch choice: tau = 0 iff its solution is valid (D(0, xi) < alpha)
-    if problem.lam_zero:
+        perfect = _perfect_recovery(problem)
+        # the perfect-recovery lanes need no solve: start them where the residual is finite
+        y_g, res_g, steps_g, last_g = _root(_residual_general, y0, problem, solver)
+        y_0, res_0, steps_0, _ = _root(_residual_tau_zero, y0[:1], problem, solver)
+        ok_0 = res_0 == RESULTS.successful
+        xi_0 = jnp.exp(y_0[0])
         t_0 = problem.terms(jnp.where(ok_0, xi_0, 1.0), jnp.zeros((), dtype))
-        use_0 = lam_zero & ok_0 & (t_0.D < problem.alpha)
+        use_0 = (problem.lam == 0) & ok_0 & (t_0.D < problem.alpha) & ~perfect
     else:
+        perfect = jnp.asarray(False)
+        y_g, res_g, steps_g, last_g = _root(_residual_general, y0, problem, solver)
+        y_0, res_0, steps_0 = y0[:1], res_g, jnp.zeros_like(steps_g)
         use_0 = jnp.asarray(False)
-    xi = jnp.where(use_0, xi_0, xi_g)
-    tau = jnp.where(use_0, 0.0, tau_g)
-    ok = jnp.where(use_0, ok_0, ok_g)
+
+    xi = jnp.where(use_0, jnp.exp(y_0[0]), jnp.exp(y_g[0]))
+    tau = jnp.where(use_0, 0.0, _from_y(y_g)[1])
+    solve_result = RESULTS.where(use_0, res_0, res_g)
+    ok = solve_result == RESULTS.successful
     t = problem.terms(jnp.where(ok, xi, 1.0), jnp.where(ok, tau, 1.0))
     alpha = problem.alpha
+    E = t.E
     e_test = alpha * xi
     e_train = xi * (alpha - t.D) ** 2 / alpha
     e_train = jnp.where(use_0 | (problem.lam > 0), e_train, 0.0)
-    values = dict(xi=xi, tau=tau, E=t.E, e_test=e_test, e_train=e_train, rank=t.rank, D=t.D, b=t.b)
     r1 = (t.E + problem.Delta / 2) / (2 * alpha * xi) - 1
     r2 = jnp.where(use_0, 0.0, 1 - t.D / alpha - problem.lam / jnp.where(use_0, 1.0, tau))
     residual = jax.lax.stop_gradient(jnp.maximum(jnp.abs(r1), jnp.abs(r2)))
-    # a converged iteration whose equations are not satisfied is a failure, not a result
-    ok = ok & (residual <= solver.residual_tol)
-    ok = ok & jnp.all(jnp.stack([jnp.isfinite(v) for v in values.values()]))
-    values = {k: jnp.where(ok, v, jnp.nan) for k, v in values.items()}
-    result = optx.RESULTS.where(ok, optx.RESULTS.successful, optx.RESULTS.nonlinear_divergence)
-    stats = dict(num_steps=jnp.where(use_0, steps_0, steps_g), residual=residual)
-    return ERMSolution(
-        **values,
-        branch=jnp.where(use_0, BRANCH_TAU_ZERO, BRANCH_GENERAL),
-        result=result,
-        stats=stats,
+    values = dict(xi=xi, tau=tau, E=E, e_test=e_test, e_train=e_train, rank=t.rank, D=t.D, b=t.b)
+
+    # perfect recovery: Shat = S*, xi = 0 exactly
+    zero = jnp.zeros((), dtype)
+    exact = dict(
+        xi=zero,
+        tau=zero,
+        E=zero,
+        e_test=zero,
+        e_train=zero,
+        rank=problem.rank_star(),
+        D=alpha,
+        b=zero,
     )
+    values = {k: jnp.where(perfect, exact[k], v) for k, v in values.items()}
+    residual = jnp.where(perfect, 0.0, residual)
+    ok = ok | perfect
+
+    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in values.values()]))
+    kappa_cap = jnp.minimum(1.0, problem.kappa)
+    rank_tol = 1e-10
+    invariants = (
+        (values["E"] >= 0)
+        & (values["rank"] >= -rank_tol)
+        & (values["rank"] <= kappa_cap + rank_tol)
+        & (residual <= solver.residual_tol)
+    )
+    solve_result = RESULTS.where(perfect, RESULTS.successful, solve_result)
+    result = RESULTS.where(
+        ~ok,
+        solve_result,
+        RESULTS.where(
+            ~finite,
+            RESULTS.nonfinite,
+            RESULTS.where(invariants, RESULTS.successful, RESULTS.invariant_violated),
+        ),
+    )
+    good = result == RESULTS.successful
+    values = {k: jnp.where(good, v, jnp.nan) for k, v in values.items()}
+    branch = jnp.where(perfect, BRANCH_PERFECT, jnp.where(use_0, BRANCH_TAU_ZERO, BRANCH_GENERAL))
+    last = jnp.where(use_0, jnp.stack([jnp.exp(y_0[0]), zero]), jnp.stack(_from_y(last_g)))
+    stats = dict(
+        num_steps=jnp.where(perfect, 0, jnp.where(use_0, steps_0, steps_g)),
+        residual=residual,
+        last_iterate=last,
+    )
+    return ERMSolution(**values, branch=branch, result=result, stats=stats)
 
 
 # --------------------------------------------------------------------------- grids and curves
@@ -527,31 +611,16 @@ def _warn_failures(sol: ERMSolution, what: str) -> None:
 def solve_erm_grid(problems: ERMProblem, solver: ERMSolver | None = None, init=None) -> ERMSolution:
     """Solve a batch of problems (every array field batched along axis 0, e.g. from
     :func:`erm_problem_grid`) with one vmapped, jitted program (one compilation per batch
-    shape). ``init``: optional ``(N, 2)`` warm starts.
+    shape), every lane from the same fixed start (or ``init``, ``(N, 2)`` warm starts).
 
-    Pass 1 runs the solver's ``method`` without fallback on every point; if some fail and
-    ``solver.fallback``, pass 2 runs Levenberg-Marquardt on the batch, warm-started at the
-    pass-1 solutions (converged points then cost one or two steps). Remaining failures are
-    NaN with a result code and a ``RuntimeWarning``."""
+    Lanes stop independently (a lane that has converged no longer moves); there is no second
+    pass. Failures are NaN with a result code and a ``RuntimeWarning``."""
     solver = _DEFAULT_SOLVER if solver is None else solver
     n = problems.alpha.shape[0]
     dtype = problems.alpha.dtype
     if init is None:
         init = jnp.broadcast_to(jnp.asarray([solver.xi0, solver.tau0], dtype), (n, 2))
-    sol = _solve_batch(problems, dataclasses.replace(solver, fallback=False), init)
-    if solver.fallback and is_concrete(sol.xi) and not bool(jnp.all(sol.converged)):
-        warm = jnp.where(
-            sol.converged[:, None], jnp.stack([sol.xi, jnp.maximum(sol.tau, 0.0)], -1), init
-        )
-        lm = dataclasses.replace(solver, method="lm", fallback=False)
-        sol2 = _solve_batch(problems, lm, warm)
-        sol = jax.tree.map(
-            lambda a, b: jnp.where(
-                jnp.reshape(sol.converged, sol.converged.shape + (1,) * (a.ndim - 1)), a, b
-            ),
-            sol,
-            sol2,
-        )
+    sol = _solve_batch(problems, solver, init)
     _warn_failures(sol, "solve_erm_grid")
     return sol
 
@@ -560,7 +629,8 @@ def solve_erm_grid(problems: ERMProblem, solver: ERMSolver | None = None, init=N
 def _solve_scan(problems, solver, init):
     def step(carry, problem):
         sol = solve_erm(problem, solver, carry)
-        nxt = jnp.where(sol.converged, jnp.stack([sol.xi, jnp.maximum(sol.tau, 0.0)]), carry)
+        usable = sol.converged & (sol.xi > 0)
+        nxt = jnp.where(usable, jnp.stack([sol.xi, jnp.maximum(sol.tau, 0.0)]), carry)
         return nxt, sol
 
     _, sols = jax.lax.scan(step, init, problems)
