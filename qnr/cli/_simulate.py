@@ -53,6 +53,12 @@ def _run_erm(args, teacher) -> dict:
         "n": int(res.n),
         "m": int(res.m),
         "iterations_mean": float(np.mean(res.iterations)),
+        # convex: seeds whose minimiser is not unique (qnr.sim.dual_certificate) and the
+        # largest certified relative duality gap
+        "degenerate_count": int(np.sum(np.asarray(res.degenerate) & np.asarray(res.converged))),
+        "duality_gap_max": (
+            float(np.nanmax(res.duality_gap)) if np.any(np.isfinite(res.duality_gap)) else None
+        ),
     }
 
 

@@ -28,7 +28,15 @@ from qnr.model import matrix_error, test_error
 from qnr.sim.data import Dataset
 from qnr.sim.sensing import adjoint_sensing, apply_sensing
 
-__all__ = ["ERMProblem", "ERMSolution", "RESULTS", "RANK_RTOL", "numerical_rank"]
+__all__ = [
+    "ERMProblem",
+    "ERMSolution",
+    "RESULTS",
+    "RANK_RTOL",
+    "DUAL_RANK_RTOL",
+    "numerical_rank",
+    "dual_certificate",
+]
 
 RESULTS = optx.RESULTS
 """Result codes (``optimistix.RESULTS``): ``successful``, ``max_steps_reached``, ``nonfinite``."""
@@ -38,6 +46,12 @@ RANK_RTOL = 1e-6
 
 Relative to the top eigenvalue (floored at 1, the scale of ``S*``): exact zeros of the convex
 solution and the ``O(gtol)`` residual directions of a converged network are both excluded."""
+
+
+DUAL_RANK_RTOL = 1e-4
+"""Eigenvalue tolerance of the dual slack's rank: ``#{i : mu_i > DUAL_RANK_RTOL * mu_max}``
+(measured: in the unique d = 100 case the smallest non-zero ``mu_i`` is ``1e-3 mu_max``, the
+numerically zero ones below ``1e-7 mu_max``)."""
 
 
 def numerical_rank(eigenvalues: Float[Array, "... d"], rtol: float = RANK_RTOL) -> Array:
@@ -107,6 +121,60 @@ class ERMProblem(eqx.Module):
         return self.data_loss(S) + self.lam / self.d * jnp.trace(S)
 
 
+def dual_certificate(
+    problem: ERMProblem, S: Float[Array, "d d"], rank_S, rank_rtol: float = DUAL_RANK_RTOL
+) -> dict:
+    """KKT certificate of a solution of the convex problem and its (non-)uniqueness.
+
+    The dual slack is ``M = grad f(S) + (lam/d) I = (lam/d) I - (1/(2n)) A^*(r)``
+    (``r = y - A(S)``). At a minimiser ``M`` is PSD and ``M S = 0``. Because ``f`` is strictly
+    convex in ``A(S)``, every minimiser has the same predictions ``A(S)``, residual, ``M`` and
+    trace, so the solution set is the face
+
+        ``{S = U B U^T : B psd, A(U B U^T) = A(Shat), Tr B = Tr Shat}``,
+
+    with ``U`` (``d x k``) spanning ``ker M``, ``k = d - rank M``. ``B`` has ``k(k+1)/2``
+    entries and they are pinned by ``n + 1`` linear equations, so for Gaussian inputs (linear
+    equations in general position) the minimiser is **non-unique** when ``k(k+1)/2 > n + 1``
+    (the face has a positive-dimensional affine part through an interior point; Pataki's
+    face-dimension count). Separately, ``rank S + rank M < d`` means strict complementarity
+    fails (a further, weaker warning sign: the solution may sit on the boundary of a larger
+    face). The classic degenerate case: at small ``d`` and ``alpha`` (d = 40, alpha = 0.1,
+    lam = 0.01) the most negative label can only be fitted with a large trace, one sample
+    keeps the residual ``-2 n lam/sqrt(d)``, ``M = (lam/d) x x^T`` has rank one and the
+    whole ``(d-1)``-dimensional PSD cone orthogonal to ``x`` is the face: solvers started at
+    different points return ``E`` anywhere in a wide range at the same objective.
+
+    Returns ``dual_rank`` (``rank M`` at tolerance ``rank_rtol * max eig M``),
+    ``face_dim`` (``k``), ``complementarity_deficit`` (``k - rank S``; 0 under strict
+    complementarity), ``dual_min_eig`` (``min eig M / (lam/d)``: ``>= 0`` up to the solver
+    tolerance), ``residual_participation`` (``(sum r^2)^2 / (n sum r^4)``, small when the
+    residual sits on a few samples) and ``degenerate`` (``k(k+1)/2 > n + 1``).
+    Valid for the convex (rank-unconstrained) problem only.
+    """
+    d = problem.d
+    n = problem.n
+    dtype = S.dtype
+    r = problem.residual(S)
+    M = problem.data_grad(S) + problem.lam / d * jnp.eye(d, dtype=dtype)
+    mu = jnp.linalg.eigvalsh((M + M.T) / 2)
+    top = jnp.maximum(mu[-1], jnp.finfo(dtype).tiny)
+    dual_rank = jnp.sum(mu > rank_rtol * top).astype(jnp.int32)
+    k = d - dual_rank
+    rank_S = jnp.asarray(rank_S, jnp.int32)
+    r2 = jnp.sum(r**2)
+    participation = r2**2 / jnp.maximum(n * jnp.sum(r**4), jnp.finfo(dtype).tiny)
+    scale = jnp.where(problem.lam > 0, problem.lam / d, top)
+    return dict(
+        dual_rank=dual_rank,
+        face_dim=k.astype(jnp.int32),
+        complementarity_deficit=(k - rank_S).astype(jnp.int32),
+        dual_min_eig=(mu[0] / scale).astype(dtype),
+        residual_participation=participation.astype(dtype),
+        degenerate=(k * (k + 1)).astype(dtype) / 2 > n + 1,
+    )
+
+
 class ERMSolution(eqx.Module):
     """What an ERM solver returns (for a single problem; leading axes under ``vmap``).
 
@@ -117,6 +185,14 @@ class ERMSolution(eqx.Module):
     :data:`RANK_RTOL`; ``trace = Tr Shat`` (``= ||W||_F^2`` for a network); ``iterations``;
     ``result`` an ``optimistix.RESULTS`` code; ``stats`` solver diagnostics; ``W`` the network
     weights (``None`` for the convex solver); ``trajectory`` the recorded history (or ``None``).
+
+    ``degenerate``: the minimiser is not unique (convex solver only, from the dual
+    certificate :func:`dual_certificate`: the optimal face ``ker M`` of dimension ``k`` has
+    ``k(k+1)/2 > n + 1``); ``Shat`` is then one of many minimisers with the same objective
+    and different ``E`` -- which one depends on the solver and its starting point, so its
+    ``E`` and rank are not the quantities the replica theory predicts. ``result`` stays
+    ``successful`` (the objective is minimal); summaries count these runs separately.
+    Always ``False`` for networks and rank-constrained solves (no certificate).
     """
 
     Shat: Float[Array, "d d"]
@@ -132,6 +208,7 @@ class ERMSolution(eqx.Module):
     stats: dict
     W: Float[Array, "d m"] | None = None
     trajectory: dict | None = None
+    degenerate: Bool[Array, ""] | bool = False
 
     @property
     def value(self) -> Float[Array, "d d"]:
@@ -156,6 +233,7 @@ def make_solution(
     rank_rtol: float = RANK_RTOL,
     W=None,
     trajectory=None,
+    certify: bool | Array = False,
 ) -> ERMSolution:
     """Compute the metrics of an estimate ``Shat`` and pack an :class:`ERMSolution`."""
     d = problem.d
@@ -166,6 +244,12 @@ def make_solution(
     else:
         E = matrix_error(Shat, S_star)
     e_test = test_error(E, jnp.asarray(noise, Shat.dtype))
+    rank = numerical_rank(eig, rank_rtol)
+    degenerate = jnp.asarray(False)
+    if certify is not False:
+        cert = dual_certificate(problem, Shat, rank)
+        degenerate = cert.pop("degenerate") & jnp.asarray(certify)
+        stats = {**stats, **cert}
     return ERMSolution(
         Shat=Shat,
         eigenvalues=eig,
@@ -173,11 +257,12 @@ def make_solution(
         e_test=e_test,
         e_train=problem.data_loss(Shat),
         loss=loss,
-        rank_fraction=numerical_rank(eig, rank_rtol) / d,
+        rank_fraction=rank / d,
         trace=jnp.trace(Shat),
         iterations=jnp.asarray(iterations),
         result=result,
         stats=stats,
         W=W,
         trajectory=trajectory,
+        degenerate=degenerate,
     )

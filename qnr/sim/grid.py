@@ -9,15 +9,26 @@ vmapped at a time, or all at once); swept values are JAX arrays, so a new grid w
 largest ``n``/``m`` reuses the compiled program. The code is the
 same on CPU and GPU.
 
-Random numbers are common across grid points and prefix-consistent: for seed ``s``
-(``k = fold_in(key, s)``) the teacher ``S*``, the inputs ``x_mu``, the label noise ``xi_mu``
-and the initial neurons ``w_j`` are drawn from sub-keys of ``k`` and ``fold_in(., mu)`` /
-``fold_in(., j)``, so a point run alone (with its own ``n``, ``m``) sees exactly the data it
-sees inside a grid.
+Random numbers: a fresh teacher and fresh data for every (grid point, seed). The key of a
+run is :func:`run_key`: ``k = fold_in(key, s)`` for seed ``s``, then the float32 bit patterns
+of the point's ``(alpha, kappa, lam, Delta)`` folded in one by one -- so the same point and
+seed give the same data wherever they appear (alone, in any grid, in a sweep chunk, in
+``qnr curve``), and different points never share a teacher. From ``k`` the teacher ``S*``,
+the inputs ``x_mu``, the label noise ``xi_mu`` and the initial neurons ``w_j`` are drawn
+from sub-keys and ``fold_in(., mu)`` / ``fold_in(., j)`` (prefix-consistent in ``n`` and
+``m``). ``common_data=True`` restores common random numbers (the same teacher and data,
+first ``n`` samples, at every point of a seed), which reduces the variance of differences
+along a curve but biases a whole curve by its few teachers' ``Tr S*^2/d``.
+
+One engine: :func:`simulation_kernel` is the per-(point, seed) function behind
+:func:`simulate_grid`, the sweep's ``simulation`` task and ``qnr curve``; with
+:func:`make_solver` (the single table of solver defaults) they give identical numbers for
+the same point and seed.
 
 Entry points: :func:`simulate` (one point, arrays over seeds) and :func:`simulate_grid`
 (arrays over ``(point, seed)``). Both return a :class:`SimulationResult`; its
-:meth:`~SimulationResult.summary` gives per-point means over the converged seeds.
+:meth:`~SimulationResult.summary` gives per-point means over the converged seeds and the
+number of non-unique (degenerate) minimisers.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from qnr._validate import check_nonnegative, check_positive, check_size
-from qnr.sim.convex import ProximalGradient, _solve_convex
+from qnr.sim.convex import Factorized, ProximalGradient, _solve_convex
 from qnr.sim.erm import RANK_RTOL, RESULTS, ERMProblem
 from qnr.sim.network import OPTIMIZERS, NetworkSolver, _train_network, init_weights
 from qnr.sim.sensing import apply_sensing
@@ -45,10 +56,20 @@ __all__ = [
     "default_learning_rate",
     "make_solver",
     "SOLVER_NAMES",
+    "SIM_DEFAULTS",
+    "run_key",
+    "simulation_kernel",
 ]
 
-SOLVER_NAMES = ("convex",) + OPTIMIZERS
-"""Names accepted by :func:`make_solver` (``"convex"`` and the optax optimizers)."""
+SOLVER_NAMES = ("convex", "fista") + OPTIMIZERS
+"""Names accepted by :func:`make_solver`: ``"convex"`` (:class:`qnr.sim.Factorized`, the
+default convex solver), ``"fista"`` (:class:`qnr.sim.ProximalGradient` alone) and the optax
+optimizers of the network."""
+
+SIM_DEFAULTS = {"init_scale": 0.5, "gap_tol": 1e-6}
+"""Defaults shared by every simulation entry point: the network's ``init_scale``
+(``W0 W0^T ~ init_scale^2 I``) and the convex solvers' certified relative duality gap
+``gap_tol`` (float64)."""
 
 
 def default_learning_rate(optimizer: str, d: int) -> float:
@@ -62,27 +83,53 @@ def default_learning_rate(optimizer: str, d: int) -> float:
     return {"gd": d / 40, "momentum": d / 200, "adam": 0.01, "lbfgs": 1.0}[optimizer]
 
 
-def make_solver(name: str, d: int, dtype=None, *, max_steps: int | None = None):
-    """A solver with tolerances suited to ``dtype`` and method.
+def make_solver(
+    name: str,
+    d: int,
+    dtype=None,
+    *,
+    max_steps: int | None = None,
+    rtol: float | None = None,
+    gtol: float | None = None,
+    gap_tol: float | None = None,
+):
+    """A solver with tolerances suited to ``dtype`` and method (the one table of defaults).
 
-    float64: convex and L-BFGS use the tight defaults of :class:`ProximalGradient` /
-    :class:`NetworkSolver` (``gtol = 1e-8``); first-order optimizers stop at ``gtol = 1e-6``,
-    ``rtol = 1e-10`` (50 000 steps at most). float32: ``rtol = 1e-6``, ``gtol = 1e-4``
-    (convex: ``rtol = 1e-5``)."""
+    ``"convex"``: :class:`Factorized` (L-BFGS on ``W W^T``, then FISTA polish) stopping at the
+    certified relative duality gap ``gap_tol`` (default :data:`SIM_DEFAULTS`, float64) or the
+    FISTA residual ``rtol`` (default 1e-10); ``"fista"``: :class:`ProximalGradient` with the
+    same stopping rule. ``max_steps`` bounds the FISTA iterations (and the factorised phase).
+    Network (float64): L-BFGS uses the tight :class:`NetworkSolver` defaults (``gtol = 1e-8``);
+    first-order optimizers stop at ``gtol = 1e-6``, ``rtol = 1e-10`` (50 000 steps at most).
+    float32: ``rtol = 1e-6``, ``gtol = 1e-4`` (convex: ``rtol = 1e-5``, no gap test)."""
     if name not in SOLVER_NAMES:
         raise ValueError(f"solver must be one of {SOLVER_NAMES}, got {name!r}")
     single = jnp.dtype(dtype or jnp.zeros(()).dtype) == jnp.float32
-    if name == "convex":
-        kw = dict(rtol=1e-5, atol=1e-7) if single else {}
+    if name in ("convex", "fista"):
+        kw = dict(rtol=1e-5, atol=1e-7, gap_tol=0.0) if single else {}
+        if not single:
+            kw["gap_tol"] = SIM_DEFAULTS["gap_tol"] if gap_tol is None else gap_tol
+        if rtol is not None:
+            kw["rtol"] = rtol
         if max_steps is not None:
             kw["max_steps"] = max_steps
-        return ProximalGradient(**kw)
+        if name == "fista":
+            return ProximalGradient(**kw)
+        gap = kw.pop("gap_tol")
+        fact = dict(gap_tol=gap, polish=ProximalGradient(power_iterations=8, **kw))
+        if max_steps is not None:
+            fact["max_steps"] = max_steps
+        return Factorized(**fact)
     if single:
         kw = dict(rtol=1e-6, atol=1e-9, gtol=1e-4)
     elif name == "lbfgs":
         kw = {}
     else:
         kw = dict(rtol=1e-10, gtol=1e-6)
+    if rtol is not None:
+        kw["rtol"] = rtol
+    if gtol is not None:
+        kw["gtol"] = gtol
     steps = max_steps or (5_000 if name == "lbfgs" else 50_000)
     return NetworkSolver(name, default_learning_rate(name, d), max_steps=steps, **kw)
 
@@ -94,8 +141,10 @@ class SimulationResult(eqx.Module):
     Coordinates (one per point): ``alpha, kappa, lam, Delta, learning_rate, init_scale`` and
     the integer sizes ``n``, ``m``. Metrics: ``E``, ``e_test``, ``e_train``, ``loss``,
     ``rank_fraction``, ``trace``, ``iterations``, ``result`` (``optimistix.RESULTS`` integer
-    codes), ``converged`` and ``eigenvalues`` (last axis ``d``, decreasing). With
-    ``mask_failures`` (default) the float metrics of non-converged runs are NaN.
+    codes), ``converged``, ``degenerate`` (convex: the minimiser is not unique, see
+    :func:`qnr.sim.dual_certificate`), ``duality_gap`` (convex: certified relative gap) and
+    ``eigenvalues`` (last axis ``d``, decreasing). With ``mask_failures`` (default) the float
+    metrics of non-converged runs are NaN.
     """
 
     alpha: Float[Array, "*p"]
@@ -116,6 +165,8 @@ class SimulationResult(eqx.Module):
     iterations: Int[Array, "*p s"]
     result: Int[Array, "*p s"]
     converged: Array
+    degenerate: Array
+    duality_gap: Float[Array, "*p s"]
     eigenvalues: Float[Array, "*p s d"]
     solver: str = eqx.field(static=True)
     d: int = eqx.field(static=True)
@@ -130,7 +181,8 @@ class SimulationResult(eqx.Module):
         """Per point (or scalar for a single point): means and standard deviations over the
         converged seeds (``E_mean``, ``E_std``, ``e_test_mean``, ``e_test_std``,
         ``e_train_mean``, ``e_train_std``, ``rank_mean``, ``rank_std``, ``iterations_mean``),
-        ``converged_fraction`` and ``n_seeds``."""
+        ``converged_fraction``, ``n_degenerate`` (converged runs with a non-unique minimiser;
+        they are included in the means) and ``n_seeds``."""
         conv = np.asarray(self.converged)
         out = {}
         with warnings.catch_warnings():
@@ -148,12 +200,13 @@ class SimulationResult(eqx.Module):
                 )
             out["iterations_mean"] = np.mean(np.asarray(self.iterations), axis=-1)
         out["converged_fraction"] = np.mean(conv, axis=-1)
+        out["n_degenerate"] = np.sum(conv & np.asarray(self.degenerate, bool), axis=-1)
         out["n_seeds"] = conv.shape[-1]
         return out
 
 
 def _seed_data(key, S_star, n_max, d, dtype):
-    """Inputs, label noise and init key of one seed (prefix-consistent in ``n``)."""
+    """Inputs, label noise and init key of one run (prefix-consistent in ``n``)."""
     k_x, k_xi, k_init = jax.random.split(key, 3)
     rows = jnp.arange(n_max)
     X = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(k_x, i), (d,), dtype))(rows)
@@ -161,37 +214,69 @@ def _seed_data(key, S_star, n_max, d, dtype):
     return X, apply_sensing(X, S_star), xi, k_init
 
 
-def _grid_impl(
-    keys,
-    S_stars,
-    points,
+def run_key(seed_key: PRNGKeyArray, alpha, kappa, lam, Delta) -> PRNGKeyArray:
+    """The key of one (point, seed) run: ``seed_key = fold_in(key, seed)`` with the float32
+    bit patterns of ``alpha``, ``kappa`` (``1.0`` for no rank bound), ``lam`` and ``Delta``
+    folded in. Traceable (values may be traced scalars of any float dtype)."""
+    k = seed_key
+    for v in (alpha, kappa, lam, Delta):
+        bits = jax.lax.bitcast_convert_type(jnp.asarray(v).astype(jnp.float32), jnp.uint32)
+        k = jax.random.fold_in(k, bits)
+    return k
+
+
+def run_data(key, teacher: Teacher, d: int, n_max: int, dtype):
+    """``(S*, X, clean labels, xi, init key)`` of the run whose key is ``key`` (the output of
+    :func:`run_key`, or a seed key under ``common_data``)."""
+    k_teacher, k_rest = jax.random.split(key)
+    S_star = teacher.sample(k_teacher, d, dtype)
+    X, clean, xi, k_init = _seed_data(k_rest, S_star, n_max, d, dtype)
+    return S_star, X, clean, xi, k_init
+
+
+def simulation_kernel(
+    teacher: Teacher,
+    d: int,
     solver,
     n_max: int,
     m_max: int,
     rank_rtol: float,
-    point_batch_size: int | None = None,
+    *,
+    common_data: bool = False,
+    dtype=None,
 ):
-    """``keys``/``S_stars``: one per seed; ``points``: dict of ``(P,)`` arrays. Returns the
-    per-(point, seed) metrics as a dict of ``(P, S, ...)`` arrays.
+    """The per-(point, seed) simulation function shared by every entry point.
 
-    Seeds are always vmapped. Points go through ``lax.map`` with ``batch_size =
-    point_batch_size`` (``None``: all points in one ``vmap``); either way it is one program."""
-    d = S_stars.shape[-1]
-    dtype = S_stars.dtype
-    X, clean, xi, k_init = jax.vmap(lambda k, S: _seed_data(k, S, n_max, d, dtype))(keys, S_stars)
+    Returns ``fn(seed_key, alpha, kappa, lam, Delta, learning_rate, init_scale) -> dict`` of
+    scalar metrics (``E``, ``e_test``, ``e_train``, ``loss``, ``rank_fraction``, ``trace``,
+    ``iterations``, ``result``, ``degenerate``, ``duality_gap``, ``eigenvalues``), traceable
+    and vmappable. ``n = max(1, round(alpha d^2)) <= n_max`` samples are used (the rest
+    masked), the width/rank bound is ``m = max(1, round(kappa d))`` (``kappa >= 1`` with the
+    convex solver: no constraint); the key is :func:`run_key` of the seed key and the point
+    (``common_data``: the seed key itself)."""
+    dtype = jnp.dtype(dtype or jnp.zeros(()).dtype)
+    convex = isinstance(solver, ProximalGradient | Factorized)
 
-    def one_run(X, clean, xi, k_init, S_star, n, m, lam, noise, lr, init_scale):
+    def fn(seed_key, alpha, kappa, lam, Delta, learning_rate, init_scale):
+        alpha, kappa, lam, Delta = (jnp.asarray(v, dtype) for v in (alpha, kappa, lam, Delta))
+        key = seed_key if common_data else run_key(seed_key, alpha, kappa, lam, Delta)
+        S_star, X, clean, xi, k_init = run_data(key, teacher, d, n_max, dtype)
+        n = jnp.maximum(1.0, jnp.round(alpha * d * d))
+        m = jnp.maximum(1, jnp.round(kappa * d)).astype(jnp.int32)
         mask = (jnp.arange(n_max) < n).astype(dtype)
-        y = clean + jnp.sqrt(noise) * xi
+        y = clean + jnp.sqrt(Delta) * xi
         problem = ERMProblem(X, y, lam, mask)
-        if isinstance(solver, ProximalGradient):
+        if convex:
             S0 = jnp.zeros((d, d), dtype)
-            sol = _solve_convex(problem, solver, jnp.minimum(m, d), S0, S_star, noise, rank_rtol)
+            sol = _solve_convex(problem, solver, jnp.minimum(m, d), S0, S_star, Delta, rank_rtol)
+            gap = sol.stats["duality_gap"]
         else:
-            W0 = init_weights(k_init, d, m, init_scale, m_max=m_max, dtype=dtype)
-            neuron_mask = (jnp.arange(m_max) < m).astype(dtype)
-            slv = eqx.tree_at(lambda s: s.learning_rate, solver, lr.astype(dtype))
-            sol = _train_network(problem, W0, slv, neuron_mask, S_star, noise, rank_rtol)
+            mm = jnp.minimum(m, m_max)
+            W0 = init_weights(k_init, d, mm, init_scale, m_max=m_max, dtype=dtype)
+            neuron_mask = (jnp.arange(m_max) < mm).astype(dtype)
+            slv = eqx.tree_at(lambda s: s.learning_rate, solver, jnp.asarray(learning_rate, dtype))
+            sol = _train_network(problem, W0, slv, neuron_mask, S_star, Delta, rank_rtol)
+            gap = jnp.asarray(jnp.nan, dtype)
         return dict(
             E=sol.E,
             e_test=sol.e_test,
@@ -201,16 +286,59 @@ def _grid_impl(
             trace=sol.trace,
             iterations=sol.iterations.astype(jnp.int32),
             result=sol.result._value.astype(jnp.int32),
+            degenerate=jnp.asarray(sol.degenerate, bool),
+            duality_gap=jnp.asarray(gap, dtype),
             eigenvalues=sol.eigenvalues,
         )
 
-    seeds_axes = (0, 0, 0, 0, 0) + (None,) * 6
-    all_seeds = jax.vmap(one_run, in_axes=seeds_axes)
+    return fn
+
+
+class _StaticTeacher:
+    """A teacher as a hashable static argument of the jitted grid (its samplers need
+    concrete parameters, e.g. the network teacher's width ``round(kappa* d)``)."""
+
+    def __init__(self, teacher: Teacher):
+        self.teacher = teacher
+        leaves, treedef = jax.tree_util.tree_flatten(teacher)
+        self._key = (treedef, tuple(np.asarray(x).tobytes() for x in leaves))
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, _StaticTeacher) and self._key == other._key
+
+
+def _grid_impl(
+    seed_keys,
+    points,
+    teacher,
+    solver,
+    d: int,
+    n_max: int,
+    m_max: int,
+    rank_rtol: float,
+    point_batch_size: int | None = None,
+    common_data: bool = False,
+):
+    """``seed_keys``: one per seed; ``points``: dict of ``(P,)`` arrays. Returns the
+    per-(point, seed) metrics of :func:`simulation_kernel` as ``(P, S, ...)`` arrays.
+
+    Seeds are always vmapped. Points go through ``lax.map`` with ``batch_size =
+    point_batch_size`` (``None``: all points in one ``vmap``); either way it is one program."""
+    dtype = points["alpha"].dtype
+    if isinstance(teacher, _StaticTeacher):
+        teacher = teacher.teacher
+    kernel = simulation_kernel(
+        teacher, d, solver, n_max, m_max, rank_rtol, common_data=common_data, dtype=dtype
+    )
+    all_seeds = jax.vmap(kernel, in_axes=(0,) + (None,) * 6)
+    names = ("alpha", "kappa", "lam", "Delta", "learning_rate", "init_scale")
 
     def one_point(p):
-        return all_seeds(X, clean, xi, k_init, S_stars, *p)
+        return all_seeds(seed_keys, *p)
 
-    names = ("n", "m", "lam", "Delta", "learning_rate", "init_scale")
     pts = tuple(points[k] for k in names)
     if point_batch_size is None:
         return jax.vmap(one_point)(pts)  # (P, S, ...)
@@ -241,16 +369,17 @@ def simulate_grid(
     Delta=0.0,
     d: int = 30,
     seeds: int | Sequence[int] = 4,
-    solver: str | ProximalGradient | NetworkSolver = "convex",
+    solver: str | ProximalGradient | Factorized | NetworkSolver = "convex",
     *,
     learning_rate=None,
-    init_scale=0.5,
+    init_scale=None,
     key: PRNGKeyArray | None = None,
     dtype=None,
     max_steps: int | None = None,
     mask_failures: bool = True,
     rank_rtol: float | None = None,
     point_batch_size: int | None = 1,
+    common_data: bool = False,
 ) -> SimulationResult:
     """Run the ERM simulation at every grid point and seed in ONE compiled call.
 
@@ -258,11 +387,14 @@ def simulate_grid(
     width, or the rank bound of the convex problem; ``None`` means ``m = d``, i.e. no
     constraint), ``lam``, ``Delta`` (label-noise variance), ``learning_rate`` (first-order
     optimizers; default :func:`default_learning_rate`) and ``init_scale`` (network:
-    ``W0 W0^T ~ init_scale^2 I``) are scalars or 1-d arrays broadcast to ``P`` grid points
-    (build products with ``np.meshgrid``). ``seeds``: a count (seeds ``0..seeds-1``) or explicit
-    integers; seed ``s`` uses ``fold_in(key, s)`` (``key`` defaults to ``jax.random.key(0)``),
-    the same at every grid point. ``solver``: ``"convex"``, ``"gd"``, ``"momentum"``,
-    ``"adam"``, ``"lbfgs"`` (see :func:`make_solver`) or a configured solver object.
+    ``W0 W0^T ~ init_scale^2 I``, default :data:`SIM_DEFAULTS`) are scalars or 1-d arrays
+    broadcast to ``P`` grid points (build products with ``np.meshgrid``). ``seeds``: a count
+    (seeds ``0..seeds-1``) or explicit integers; run ``(point, seed)`` uses
+    :func:`run_key` of ``fold_in(key, seed)`` (``key`` defaults to ``jax.random.key(0)``):
+    a fresh teacher and data per point and seed (``common_data=True``: the same teacher and
+    data at every point of a seed). ``solver``: ``"convex"``, ``"fista"``, ``"gd"``,
+    ``"momentum"``, ``"adam"``, ``"lbfgs"`` (see :func:`make_solver`) or a configured solver
+    object. ``learning_rate`` and ``init_scale`` apply to the network optimizers only.
 
     ``rank_rtol``: eigenvalue tolerance of the rank fraction (default
     :data:`qnr.sim.RANK_RTOL` = 1e-6 in float64, 1e-3 in float32, where first-order network
@@ -276,7 +408,9 @@ def simulate_grid(
     full vmapping pays off on accelerators with homogeneous points.
 
     Returns a :class:`SimulationResult` with ``(P, S)`` metric arrays. Runs that did not
-    converge are counted in a warning and (``mask_failures``) their metrics are NaN.
+    converge are counted in a warning and (``mask_failures``) their metrics are NaN. Convex
+    runs whose minimiser is not unique (``degenerate``, see :func:`qnr.sim.dual_certificate`)
+    are kept but counted in a warning and in :meth:`SimulationResult.summary`.
 
     Example (error bars for a theory curve)::
 
@@ -296,7 +430,7 @@ def simulate_grid(
             raise ValueError(f"seeds must be a count or a non-empty list of integers, got {seeds}")
     if isinstance(solver, str):
         solver = make_solver(solver, d, dtype, max_steps=max_steps)
-    elif not isinstance(solver, ProximalGradient | NetworkSolver):
+    elif not isinstance(solver, ProximalGradient | Factorized | NetworkSolver):
         raise ValueError(f"solver must be a name in {SOLVER_NAMES} or a solver object")
     is_network = isinstance(solver, NetworkSolver)
     check_positive("alpha", alpha)
@@ -307,6 +441,8 @@ def simulate_grid(
     if learning_rate is None:
         learning_rate = float(solver.learning_rate) if is_network else 1.0
     check_positive("learning_rate", learning_rate)
+    if init_scale is None:
+        init_scale = SIM_DEFAULTS["init_scale"]
     check_positive("init_scale", init_scale)
     if rank_rtol is None:
         rank_rtol = RANK_RTOL if dtype == jnp.float64 else 1e-3
@@ -334,14 +470,22 @@ def simulate_grid(
     ):
         raise ValueError(f"key must be a typed jax.random.key, got {key!r}")
     seed_keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.asarray(seeds))
-    k_teacher, k_rest = jax.vmap(jax.random.split, out_axes=1)(seed_keys)
-    S_stars = jax.vmap(lambda k: teacher.sample(k, d, dtype))(k_teacher)
-    points = dict(
-        n=jnp.asarray(n),
-        m=jnp.asarray(m),
-        **{k: jnp.asarray(pts[k], dtype) for k in ("lam", "Delta", "learning_rate", "init_scale")},
+    points = {
+        k: jnp.asarray(pts[k], dtype)
+        for k in ("alpha", "kappa", "lam", "Delta", "learning_rate", "init_scale")
+    }
+    out = _compiled_grid(
+        seed_keys,
+        points,
+        _StaticTeacher(teacher),
+        solver,
+        d,
+        n_max,
+        m_max,
+        rank_rtol,
+        point_batch_size,
+        bool(common_data),
     )
-    out = _compiled_grid(k_rest, S_stars, points, solver, n_max, m_max, rank_rtol, point_batch_size)
     out = jax.device_get(out)
     converged = out["result"] == int(RESULTS.successful._value)
     n_fail = int((~converged).sum())
@@ -354,8 +498,16 @@ def simulate_grid(
             RuntimeWarning,
             stacklevel=2,
         )
+    n_deg = int(np.sum(out["degenerate"] & converged))
+    if n_deg:
+        warnings.warn(
+            f"simulate_grid: {n_deg} of {converged.size} convex runs have a non-unique "
+            "minimiser (degenerate: their E and rank depend on the solver path)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if mask_failures:
-        for k in ("E", "e_test", "e_train", "loss", "rank_fraction", "trace"):
+        for k in ("E", "e_test", "e_train", "loss", "rank_fraction", "trace", "duality_gap"):
             out[k] = np.where(converged, out[k], np.nan)
         out["eigenvalues"] = np.where(converged[..., None], out["eigenvalues"], np.nan)
     return SimulationResult(
