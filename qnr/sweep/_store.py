@@ -169,9 +169,15 @@ class ResultsDir:
             for f in self.chunk_files():
                 f.unlink()
             (self.path / LOG).unlink(missing_ok=True)
-        self.chunk_dir.mkdir(parents=True, exist_ok=True)
-        if existing is None or foreign is not None:
-            _atomic_write_bytes(self.path / METADATA, json.dumps(metadata, indent=2).encode())
+        try:
+            self.chunk_dir.mkdir(parents=True, exist_ok=True)
+            if existing is None or foreign is not None:
+                blob = json.dumps(metadata, indent=2).encode()
+                _atomic_write_bytes(self.path / METADATA, blob)
+        except OSError as err:
+            raise ValueError(
+                f"results directory {str(self.path)!r} cannot be written: {err.strerror or err}"
+            ) from None
 
     def verify(self, names: list[str], config_hash: str) -> dict[str, str]:
         """Verify the chunks ``names`` found on disk; returns ``{name: reason}`` of the bad
