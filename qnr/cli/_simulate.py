@@ -53,6 +53,7 @@ def _run_erm(args, teacher) -> dict:
         "n": int(res.n),
         "m": int(res.m),
         "iterations_mean": float(np.mean(res.iterations)),
+        "iterations_max": int(np.max(res.iterations)),
         # convex: seeds whose minimiser is not unique (qnr.sim.dual_certificate) and the
         # largest certified relative duality gap
         "degenerate_count": int(np.sum(np.asarray(res.degenerate) & np.asarray(res.converged))),
@@ -70,6 +71,7 @@ def _key(seed: int):
 
 SOLVERS = {
     "convex": _run_erm,
+    "fista": _run_erm,  # qnr.sim.ProximalGradient alone (the convex default adds L-BFGS on W W^T)
     "gd": _run_erm,
     "momentum": _run_erm,
     "adam": _run_erm,
