@@ -33,6 +33,19 @@ __all__ = [
 
 def matrix_error(S: Float[Array, "... d d"], S_star: Float[Array, "... d d"]) -> Array:
     """``E = ||S - S*||_F^2 / d``."""
+    shape, shape_star = jnp.shape(S), jnp.shape(S_star)
+    ok = len(shape) >= 2 and len(shape_star) >= 2 and shape[-2:] == shape_star[-2:]
+    ok = ok and shape[-1] == shape[-2]
+    if ok:
+        try:
+            jnp.broadcast_shapes(shape, shape_star)
+        except ValueError:
+            ok = False
+    if not ok:
+        raise ValueError(
+            "S and S_star must be (batches of) d x d matrices of the same d, got shapes "
+            f"{shape} and {shape_star}"
+        )
     d = S.shape[-1]
     return jnp.sum((S - S_star) ** 2, axis=(-2, -1)) / d
 

@@ -170,6 +170,10 @@ class Spectrum(Teacher):
     values: Float[Array, " p"]
 
     def __init__(self, values):
+        if is_concrete(values):
+            arr = np.asarray(values)
+            if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+                raise ValueError(f"values must be real numbers, got {values!r:.60}")
         values = jnp.asarray(values)
         if values.ndim != 1 or values.shape[0] < 1:
             raise ValueError(f"values must be a non-empty 1-d array, got shape {values.shape}")
