@@ -23,7 +23,7 @@ CLI_CASES = [
     (["no-such-command"], "invalid choice"),
     (["erm-theory", "--alpha", "0.3", "--no-such-flag"], "unrecognized arguments"),
     # erm-theory / thresholds / bayes-optimal / info
-    (["erm-theory"], "required: --alpha"),
+    (["erm-theory"], "--alpha"),
     (["erm-theory", "--alpha", "inf"], "alpha must be a finite number > 0"),
     (["erm-theory", "--alpha", "nan"], "alpha must be a finite number > 0"),
     (["erm-theory", "--alpha", "-1"], "alpha must be a finite number > 0"),
