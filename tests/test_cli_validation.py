@@ -432,3 +432,33 @@ def test_import_qnr_is_lazy_but_complete():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "qnr.sweep._store"
+
+
+# ---------------------------------------------------------------- flags reach the work; progress
+
+
+def test_simulate_flags_reach_the_solver(capsys):
+    """--max-steps used to be accepted and ignored: 3 iterations cannot converge, so every
+    seed fails, the means are null in JSON (listed as non-finite) and the exit status is 3."""
+    argv = ["simulate", "--alpha", "0.3", "--lam", "0.05", "--d", "8", "--seeds", "2"]
+    assert main([*argv, "--max-steps", "3", "--json"]) == 3
+    cap = capsys.readouterr()
+    out = _strict_loads(cap.out)
+    assert out["converged_fraction"] == 0.0 and out["E_mean"] is None
+    assert out["non_finite"]["E_mean"] == "nan"
+    assert "not converged" in cap.err
+
+
+def test_stage_progress_on_stderr_and_silent_with_json(capsys):
+    import argparse
+
+    from qnr.cli._common import Stages
+
+    for flags, shown in (({}, True), ({"json": True}, False), ({"quiet": True}, False)):
+        args = argparse.Namespace(**flags)
+        with Stages(args, ["theory", "simulation"], "qnr test") as progress:
+            progress("simulation")
+        cap = capsys.readouterr()
+        assert cap.out == ""
+        assert ("qnr test" in cap.err and "simulation" in cap.err and "2/2" in cap.err) == shown
+        assert (cap.err == "") == (not shown)
