@@ -154,6 +154,7 @@ CLI_CASES = [
     (["sweep", "{tmp}/unknown_key.toml"], "unknown sweep config keys"),
     (["sweep", "{tmp}/bad_max_steps.toml"], "option 'max_steps' must be an integer >= 1"),
     (["sweep", "{tmp}/nan_rtol.toml"], "option 'rtol' must be finite"),
+    (["sweep", "{tmp}/bad_optimizer.toml"], "option 'optimizer' must be one of"),
     (["sweep", "{tmp}/huge_grid.toml"], "over the limit of 10000000"),
     (["sweep", "{tmp}/memory.toml"], "of memory, over the limit"),
     (["sweep", "{tmp}/ok.toml", "--out", "{file}"], "exists and is not a directory"),
@@ -182,6 +183,10 @@ CONFIGS = {
     "unknown_key.toml": 'kind = "theory"\ncolour = "red"\n[grid]\nalpha = 0.3\n',
     "bad_max_steps.toml": 'kind = "simulation"\n[grid]\nalpha = 0.3\n[options]\nmax_steps = -5\n',
     "nan_rtol.toml": 'kind = "simulation"\n[grid]\nalpha = 0.3\n[options]\nrtol = nan\n',
+    "bad_optimizer.toml": (
+        'kind = "simulation"\n[grid]\nalpha = 0.3\nsolver = "network"\n[options]\n'
+        'optimizer = "foo"\n'
+    ),
     "huge_grid.toml": (
         'kind = "theory"\n[grid]\nalpha = { linspace = [0.1, 1, 10000] }\n'
         "lam = { linspace = [0.1, 1, 10000] }\n"

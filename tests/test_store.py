@@ -207,3 +207,18 @@ def test_load_without_metadata_says_so(tmp_path):
     (tmp_path / "metadata.json").write_text("{not json")
     with pytest.raises(ValueError, match="not JSON"):
         load(tmp_path)
+
+
+def test_task_refusing_its_options_leaves_nothing_on_disk(tmp_path):
+    """The point functions are built before the results directory is created: a task that
+    refuses its configuration (here at build time) writes nothing."""
+    from qnr.sweep import Task
+
+    def build(static, options, floats):
+        raise ValueError("this task refuses to be built")
+
+    bad = Task(name="refuses", float_axes={"alpha": None}, static_axes={}, build=build)
+    cfg = SweepConfig(kind="custom", task="x:y", grid={"alpha": (0.5,)})
+    with pytest.raises(ValueError, match="refuses"):
+        run_sweep(cfg, tmp_path / "out", task=bad, quiet=True)
+    assert not (tmp_path / "out").exists()

@@ -68,6 +68,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _POSITIVE_AXES = ("alpha", "kappa_star", "kappa")
 _NONNEGATIVE_AXES = ("lam", "delta", "gamma")
 _CHOICES = {"teacher": ("mp", "power-law", "power_law"), "solver": ("convex", "network")}
+_OPTION_CHOICES = {"optimizer": ("gd", "momentum", "adam", "lbfgs")}
 _POSITIVE_OPTIONS = ("rtol", "atol", "gtol", "learning_rate", "init_scale", "xi0", "tau0")
 
 
@@ -166,6 +167,10 @@ def _check_options(options: Mapping[str, Any], builtin: bool) -> None:
             check_int(f"option {key!r}", value, maximum=10**8)
         elif base == "n_nodes":
             check_int(f"option {key!r}", value, minimum=0, maximum=10**6)
+        elif base in _OPTION_CHOICES and value not in _OPTION_CHOICES[base]:
+            raise ValueError(
+                f"option {key!r} must be one of {_OPTION_CHOICES[base]}, got {value!r}"
+            )
         elif base in _POSITIVE_OPTIONS and (isinstance(value, bool | str) or not value > 0):
             raise ValueError(f"option {key!r} must be a finite number > 0, got {value!r}")
 

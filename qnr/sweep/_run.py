@@ -176,6 +176,9 @@ def run_sweep(
     }
     batch = min(config.chunk_size, max(g.size for g in groups))
     check_memory_budget(config)
+    # build every group's point function first: a task refusing its options or axes must
+    # fail before anything is written (building is cheap: nothing is traced or compiled)
+    fns = {g.index: task.build(dict(g.static), dict(options), dict(g.floats)) for g in groups}
     error, bad = None, {}
     done = np.zeros(len(chunks), dtype=bool)
     if is_writer:
@@ -217,8 +220,7 @@ def run_sweep(
     for chunk in todo:
         group = groups[chunk.group]
         if chunk.group not in maps:
-            fn = task.build(dict(group.static), dict(options), dict(group.floats))
-            maps[chunk.group] = ShardedMap(fn, batch, mesh=mesh)
+            maps[chunk.group] = ShardedMap(fns[chunk.group], batch, mesh=mesh)
         tc = time.perf_counter()
         sl = slice(chunk.start, chunk.stop)
         outputs = maps[chunk.group]({k: v[sl] for k, v in group.floats.items()}, keys)
