@@ -8,13 +8,19 @@ sweep resumes where it stopped. :func:`load` returns a ``pandas.DataFrame`` with
 (grid point, seed).
 
 Many hosts: call ``jax.distributed.initialize()`` on every process before the sweep (the
-``qnr sweep --distributed`` flag does it; on a TPU pod slice and under SLURM the coordinator,
-process count and index are auto-detected, otherwise pass them via ``JAX_COORDINATOR_ADDRESS``
-/ ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``). Every process runs the same command on the same
-config; the mesh spans all processes' devices; process 0 writes the results (use a shared
-filesystem for ``--out`` so reruns see the finished chunks). E.g. under SLURM::
+``qnr sweep --distributed`` flag does it, with ``--coordinator HOST:PORT --num-processes N
+--process-id I``, defaulting to ``$JAX_COORDINATOR_ADDRESS`` / ``$JAX_NUM_PROCESSES`` /
+``$JAX_PROCESS_ID``; on a TPU pod slice and under SLURM JAX detects them). Every process runs
+the same command on the same config; the mesh spans all processes' devices; process 0 verifies
+and writes the results (use a shared filesystem for ``--out`` so reruns see the finished
+chunks) and tells the others which chunks are done -- or that it refused the directory, so
+no process waits forever. ``tests/test_distributed.py`` runs two processes on 127.0.0.1 (CPU,
+gloo) and compares with one process; under SLURM::
 
     srun --ntasks=4 --gpus-per-task=8 qnr sweep big.toml --distributed --out /shared/run1
+
+Results are verified on resume and on :func:`load` (config hash and content checksum in each
+chunk; see :mod:`qnr.sweep._store`).
 """
 
 from typing import TYPE_CHECKING
