@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import optimistix as optx
 
-__all__ = ["RESULTS"]
+__all__ = ["RESULTS", "result_names"]
 
 
 class RESULTS(optx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
@@ -18,3 +18,14 @@ class RESULTS(optx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "The solution violates an invariant of its problem (E >= 0, 0 <= rank <= "
         "min(1, kappa), or its residual exceeds the tolerance); it is not returned."
     )
+
+
+def result_names(result) -> list[str]:
+    """The code names (e.g. ``"successful"``, ``"nonlinear_max_steps_reached"``) of a batched
+    ``RESULTS`` item, one per lane, for reports and the command line."""
+    import numpy as np
+
+    # equinox enumerations keep the name of each code in ``_name_to_item``; read it here once
+    by_index = {int(item._value): name for name, item in RESULTS._name_to_item.items()}
+    codes = np.atleast_1d(np.asarray(result._value))
+    return [by_index.get(int(c), f"code {int(c)}") for c in codes]

@@ -54,10 +54,15 @@ def add_common_flags(parser: argparse.ArgumentParser, *, progress: bool = False)
 
 
 def setup_precision(args) -> None:
-    """Enable float64 unless ``--float32`` was given (call before creating arrays)."""
+    """Enable float64 unless ``--float32`` was given (call before creating arrays), and the
+    persistent compilation cache (:mod:`qnr._compilation_cache`; ``QNR_COMPILATION_CACHE=0``
+    turns it off)."""
     import jax
 
+    from qnr._compilation_cache import enable_compilation_cache
+
     jax.config.update("jax_enable_x64", not getattr(args, "float32", False))
+    enable_compilation_cache()
 
 
 # ---------------------------------------------------------------- output directories
@@ -158,7 +163,9 @@ def _format(value) -> str:
 
 def emit(result: dict, args) -> None:
     """Print ``result``: one strict-JSON object with ``--json`` (non-finite values as
-    ``null``, listed under ``"non_finite"``), else aligned ``key  value`` lines."""
+    ``null``, listed under ``"non_finite"``), else aligned ``key  value`` lines (or, when the
+    handler supplies it, its preformatted text under the key ``"_text"``, e.g. a CSV)."""
+    text = result.pop("_text", None) if isinstance(result, dict) else None
     if getattr(args, "json", False):
         nonfinite: dict = {}
         plain = to_jsonable(result, "", nonfinite)
@@ -168,6 +175,8 @@ def emit(result: dict, args) -> None:
                 for k, v in nonfinite.items()
             }
         sys.stdout.write(json.dumps(plain, allow_nan=False) + "\n")
+    elif text is not None:
+        sys.stdout.write(text)
     else:
         width = max((len(k) for k in result), default=0)
         for key, value in result.items():

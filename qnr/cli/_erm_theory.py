@@ -1,4 +1,5 @@
-"""``qnr erm-theory``: the ERM replica fixed point at one point (THEORY.md section 2)."""
+"""``qnr erm-theory``: the ERM replica fixed point at one point, or at every row of a CSV
+file (``--points``, one compiled program per static group; THEORY.md section 2)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,22 @@ def register(sub) -> None:
         ),
     )
     add_common_flags(p)
+    p.add_argument("--alpha", type=real("alpha", gt=0), default=None, help="sample ratio n/d^2 > 0")
     p.add_argument(
-        "--alpha", type=real("alpha", gt=0), required=True, help="sample ratio n/d^2 > 0"
+        "--points",
+        default=None,
+        metavar="FILE",
+        help=(
+            "CSV with columns alpha, kappa_star, kappa, lam, delta (optional: teacher, gamma, "
+            "d; empty kappa = unconstrained): solve every row in one compiled program per "
+            "static group; prints a CSV, or with --json {points: [...], timings: {...}}"
+        ),
     )
     p.add_argument(
-        "--kappa-star", type=real("kappa_star", gt=0), default=0.5, help="teacher width ratio m*/d"
+        "--kappa-star",
+        type=real("kappa_star", gt=0),
+        default=None,
+        help="teacher width ratio m*/d (default: 0.5 for mp, 1 for power-law, as in the API)",
     )
     p.add_argument(
         "--kappa",
@@ -51,6 +63,13 @@ def register(sub) -> None:
 
 
 def check(args) -> None:
+    if (args.alpha is None) == (args.points is None):
+        raise ValueError("give exactly one of --alpha (one point) or --points FILE (a batch)")
+    if args.points is not None:
+        from qnr.cli._points import read_points
+
+        args.point_rows = read_points(args.points)
+        return
     if args.teacher == "mp" and args.d is not None:
         raise ValueError("--d applies to the power-law teacher only (mp uses the d -> inf law)")
     if args.teacher == "power-law" and args.d is None:
@@ -59,13 +78,23 @@ def check(args) -> None:
 
 def run(args) -> dict:
     setup_precision(args)
-    from qnr.teachers import teacher_from_name
-    from qnr.theory.erm import BRANCH_TAU_ZERO, ERMProblem, solve_erm
+    if args.points is not None:
+        from qnr.cli._points import solve_points
 
-    teacher = teacher_from_name(args.teacher, kappa_star=args.kappa_star, gamma=args.gamma)
+        return solve_points(args.point_rows, text_csv=not args.json)
+    from qnr._results import result_names
+    from qnr.teachers import teacher_from_name
+    from qnr.theory.erm import BRANCH_NAMES, ERMProblem, solve_erm
+
+    kappa_star = args.kappa_star
+    if kappa_star is None and args.teacher == "mp":
+        kappa_star = 0.5  # the CLI's documented default for mp; power-law: the API's default 1
+    teacher = teacher_from_name(args.teacher, kappa_star=kappa_star, gamma=args.gamma)
     d = args.d
     problem = ERMProblem(args.alpha, teacher, lam=args.lam, Delta=args.delta, kappa=args.kappa, d=d)
-    sol = solve_erm(problem)
+    import equinox as eqx
+
+    sol = eqx.filter_jit(solve_erm)(problem)  # one program: cached across processes
     return {
         "xi": sol.xi,
         "tau": sol.tau,
@@ -74,6 +103,7 @@ def run(args) -> dict:
         "e_train": sol.e_train,
         "rank": sol.rank,
         "converged": bool(sol.converged),
-        "branch": "tau=0" if int(sol.branch) == BRANCH_TAU_ZERO else "general",
+        "branch": BRANCH_NAMES[int(sol.branch)],
+        "result": result_names(sol.result)[0],
         "steps": int(sol.stats["num_steps"]),
     }

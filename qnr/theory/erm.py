@@ -98,12 +98,14 @@ __all__ = [
     "BRANCH_GENERAL",
     "BRANCH_TAU_ZERO",
     "BRANCH_PERFECT",
+    "BRANCH_NAMES",
     "DampedNewton",
 ]
 
 BRANCH_GENERAL = 0  #: ``tau > 0`` (``lam > 0``, or the interpolating ``lam -> 0+`` branch)
 BRANCH_TAU_ZERO = 1  #: ``lam -> 0+`` with ``tau = 0`` (non-interpolating)
 BRANCH_PERFECT = 2  #: perfect recovery (``lam = Delta = 0``, ``alpha >= alpha_SR``): ``E = 0``
+BRANCH_NAMES = ("general", "tau=0", "perfect")  #: names of the branches, by code
 
 
 # --------------------------------------------------------------------------- building blocks

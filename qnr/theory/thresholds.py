@@ -44,6 +44,7 @@ import optimistix as optx
 from jaxtyping import Array, Float, Int
 
 from qnr._validate import check_positive, is_concrete
+from qnr.spectra._roots import newton_polish, safe_newton
 
 __all__ = [
     "semicircle_partial_moments",
@@ -123,24 +124,27 @@ def _s_star(k, rtol, atol, max_steps):
 
 
 def _m0_cut(w, target):
-    return semicircle_partial_moments(w)[0] - target
+    """``(m0(w) - target, m0'(w))`` with ``m0'(w) = -sqrt(4 - w^2)/(2 pi)``."""
+    return semicircle_partial_moments(w)[0] - target, -jnp.sqrt(jnp.maximum(4 - w * w, 0)) / (
+        2 * jnp.pi
+    )
 
 
 def _w_cut(target, rtol, atol, max_steps):
-    """``m0(w) = target`` in ``[0, 2]`` by bisection (``m0`` decreases from 1/2 to 0; Newton
-    stalls at ``w -> 2`` where ``m0 ~ (2 - w)^(3/2)``)."""
-    solver = optx.Bisection(rtol=rtol, atol=atol)
+    """``m0(w) = target`` in ``[0, 2]`` (``m0`` decreases from 1/2 to 0) by bracketed Newton
+    (bisection where Newton leaves the bracket: it stalls at ``w -> 2`` where
+    ``m0 ~ (2 - w)^(3/2)``); a pure ``while_loop`` (no host callback, so programs that contain
+    it stay cacheable), gradients by one Newton step (implicit function theorem)."""
+    del atol
     zero = jnp.zeros_like(target)
-    sol = optx.root_find(
-        _m0_cut,
-        solver,
-        zero + 1.0,
-        args=target,
-        options=dict(lower=zero, upper=zero + 2.0),
-        max_steps=max_steps,
-        throw=False,
+    w = safe_newton(_m0_cut, target, zero, zero + 2.0, increasing=False, iters=max_steps, rtol=rtol)
+    w = newton_polish(_m0_cut, target, w, steps=1)
+    m0, _ = _m0_cut(w, target)
+    ok = jnp.abs(m0) <= 1e3 * jnp.finfo(w.dtype).eps
+    result = optx.RESULTS.where(
+        ok, optx.RESULTS.successful, optx.RESULTS.nonlinear_max_steps_reached
     )
-    return sol.value, sol.result, sol.stats["num_steps"]
+    return w, result, jnp.asarray(max_steps)
 
 
 @eqx.filter_jit
