@@ -15,17 +15,20 @@ at ``0`` and ``k`` only; its antiderivative is written here as
 
     ``A_jm(g) = R_jm(g) + C0_jm log(g) + Ck_jm log(1 - k/g)``
 
-(``R`` rational; ``C0 = c_0 + c_k`` with ``c_0, c_k`` the residues at ``0`` and ``k``; the
-split ``log(g - k) = log g + log(1 - k/g)`` keeps the logarithms' cancellation exact for large
-``|g|``, i.e. near the smoothed atom at small ``xi``). Logarithms take the branch continuous on
+(``R`` rational; ``c_0, c_k`` the residues at ``0`` and ``k``, ``C0 = c_0 + c_k`` written in
+closed form, :func:`residue_sums`, since it is ``O(xi)`` where ``c_0, c_k`` are ``O(1/k)``).
+Where ``|g| > k`` (near the smoothed atom at small ``xi``) the split
+``log(g - k) = log g + log(1 - k/g)`` is used, elsewhere ``c_0 log g + c_k log(g - k)``: each
+keeps the cancellation between the two logarithms exact. Logarithms take the branch continuous on
 the closed lower half-plane (argument in ``[-pi, 0]``), along which ``g(x + i0)`` moves; off
 the support ``g`` is real and adds nothing to the imaginary part. Hence only ``g(b + i0)``
 matters:
 
 * ``x -> -inf`` is ``g -> 0^-``: ``Im A(0^-) = -pi C0``; this gives the integrals *below* ``b``,
-  ``int_{-inf}^b x^j rho = -(1/pi) (Im R + C0 arg(-g) + Ck arg(1 - k/g))`` (``/2`` for ``g^2``);
-* ``x -> +inf`` is ``g -> 0^+``, where ``Im A = -pi Ck``: the integrals *above* ``b`` use
-  ``arg(g)`` in place of ``arg(-g)`` and add ``Ck``.
+  ``int_{-inf}^b x^j rho = -(1/pi) (Im R + C0 arg(-g) + c_k arg(1 - k/g))`` (``/2`` for
+  ``g^2``; ``arg(-g) = arg g + pi``);
+* ``x -> +inf`` is ``g -> 0^+``, where ``Im A = -pi c_k``: the integrals *above* ``b`` use
+  ``arg(g)`` in place of ``arg(-g)`` and add ``c_k``.
 
 Both forms are exact; they round differently. The ERM error
 ``E = Q0 + int_b (tau^2 - x^2) rho + 4 xi D`` cancels to ``O(xi)`` near perfect recovery; its
@@ -35,12 +38,14 @@ lower-integral form (derived from the totals ``int x^2 rho = Q0 + xi``, ``int H 
     ``E = xi + tau^2 + m2_low - tau^2 m0_low - 4 xi (h1_low - tau h0_low)``
 
 has no ``O(1)`` cancellation and keeps ~1e-11 relative accuracy down to ``xi = 1e-12``
-(checked against 60-digit arithmetic), where the direct form loses ``1e-16 / xi``.
+(checked against 60-digit arithmetic and 40-digit quadrature), where the direct form loses
+``1e-16 / xi``. The rank and ``D`` use the integrals above ``b``.
 
 The antiderivatives were derived by partial fractions (sympy ``apart``) and are checked in the
 tests by differentiation (sympy) and against adaptive quadrature.
 
-``g(b + i0)`` is the physical root of the cubic ``xi g^3 - (b + k xi) g^2 + (1 - k + k b) g - k``:
+``g(b + i0)`` is the physical root of the cubic ``xi g^3 - (b + k xi) g^2 + (1 - k + k b) g - k``
+(started in real arithmetic, polished by Newton):
 the member of the complex pair with ``Im g < 0`` on the support, and off the support the
 unique real root with ``x'(g) < 0`` (``g`` decreases in ``x`` off the support; on each real
 branch of ``x(g)`` only the physical root lies on a decreasing segment). Gradients reach ``g``
@@ -54,7 +59,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from qnr.spectra._roots import cubic_roots, newton_polish, safe_newton
+from qnr.spectra._roots import newton_polish, safe_newton
 
 __all__ = [
     "mp_boundary_g",
@@ -63,11 +68,53 @@ __all__ = [
     "mp_level_with_mass_above",
     "rational_parts",
     "residues",
+    "residue_sums",
 ]
 
 
 def _x_prime(g, xi, k):
     return xi - 1 / g**2 + k / (g - k) ** 2
+
+
+def _physical_root_start(k, xi, x):
+    """A first approximation of ``g(x + i0)`` in real arithmetic (no complex transcendental
+    functions): Cardano / Viete on the cubic in ``u = 1/g``,
+    ``u^3 + a u^2 + b u + c = 0`` with ``a = -(1 - k + k x)/k``, ``b = (x + k xi)/k``,
+    ``c = -xi/k`` (well scaled for small ``xi``). One real root and a complex pair: on the
+    support, ``g = 1/u`` of the pair member with ``Im u > 0`` (``Im g < 0``). Three real roots:
+    off the support, the one with ``x'(g) < 0``."""
+    a = -(1 - k + k * x) / k
+    b = (x + k * xi) / k
+    c = -xi / k
+    p = b - a * a / 3
+    q = 2 * a**3 / 27 - a * b / 3 + c
+    disc = (q / 2) ** 2 + (p / 3) ** 3
+    shift = -a / 3
+    # one real root + pair (disc > 0): A = -sign(q) cbrt(|q|/2 + sqrt(disc)), B = -p/(3A)
+    sq = jnp.sqrt(jnp.maximum(disc, 0.0))
+    big = jnp.cbrt(jnp.abs(q) / 2 + sq)
+    A = jnp.where(q >= 0, -big, big)
+    B = jnp.where(A != 0, -p / (3 * jnp.where(A != 0, A, 1.0)), 0.0)
+    u_pair = jax.lax.complex(shift - (A + B) / 2, (jnp.sqrt(3.0) / 2) * jnp.abs(A - B))
+    # three real roots (disc <= 0): Viete's trigonometric form
+    m = 2 * jnp.sqrt(jnp.maximum(-p / 3, 0.0))
+    cos_arg = jnp.where(m > 0, 3 * q / (p * jnp.where(m > 0, m, 1.0)), 0.0)
+    theta = jnp.arccos(jnp.clip(cos_arg, -1.0, 1.0)) / 3
+    ks = jnp.arange(3, dtype=x.dtype)
+    u3 = shift[..., None] + m[..., None] * jnp.cos(theta[..., None] - 2 * jnp.pi * ks / 3)
+    g3 = 1 / jnp.where(u3 == 0, 1e-300, u3)
+    xp = _x_prime(g3, xi[..., None], k[..., None])
+    xp = jnp.where(jnp.isfinite(xp), xp, jnp.inf)
+    g_real = jnp.take_along_axis(g3, jnp.argmin(xp, axis=-1)[..., None], axis=-1)[..., 0]
+    g_pair = 1 / jnp.where(u_pair == 0, 1e-300 + 0j, u_pair)
+    return jnp.where(disc > 0, g_pair, g_real.astype(g_pair.dtype)), disc > 0
+
+
+def _cubic_newton_step(g, k, xi, x):
+    f = ((xi * g - (x + k * xi)) * g + (1 - k + k * x)) * g - k
+    df = (3 * xi * g - 2 * (x + k * xi)) * g + (1 - k + k * x)
+    ok = df != 0
+    return g - jnp.where(ok, f / jnp.where(ok, df, 1), 0)
 
 
 def mp_boundary_g(kappa_star, xi, x) -> Array:
@@ -77,33 +124,15 @@ def mp_boundary_g(kappa_star, xi, x) -> Array:
     dtype = jnp.result_type(k, xi, x, float)
     k, xi, x = (v.astype(dtype) for v in (k, xi, x))
     ks, xs, bs = (jax.lax.stop_gradient(v) for v in (k, xi, x))
-    # roots in u = 1/g: -k u^3 + (1 - k + k x) u^2 - (x + k xi) u + xi, well scaled for small xi
-    u = cubic_roots(-ks, 1 - ks + ks * bs, -(bs + ks * xs), xs)
-    safe_u = jnp.where(u == 0, jnp.asarray(1e-300, u.dtype), u)
-    roots = 1 / safe_u
-    # polish in g on the original cubic (two steps; the u-form is best for the start only)
-    kk, xx, bb = ks[..., None], xs[..., None], bs[..., None]
+    g, on_support = _physical_root_start(ks, xs, bs)
+    # polish on the original cubic (complex arithmetic, no transcendental functions)
     for _ in range(2):
-        f = ((xx * roots - (bb + kk * xx)) * roots + (1 - kk + kk * bb)) * roots - kk
-        df = (3 * xx * roots - 2 * (bb + kk * xx)) * roots + (1 - kk + kk * bb)
-        ok = (df != 0) & jnp.isfinite(f / jnp.where(df != 0, df, 1))
-        roots = roots - jnp.where(ok, f / jnp.where(df != 0, df, 1), 0)
-    im = roots.imag
-    # the complex pair (if any) has the most negative imaginary part; on the support take it
-    complex_pair = jnp.any(im < -1e-11 * (1 + jnp.abs(roots)), axis=-1)
-    xp = _x_prime(roots.real, xx, kk)
-    xp = jnp.where(jnp.isfinite(xp), xp, jnp.inf)
-    idx = jnp.where(complex_pair, jnp.argmin(im, axis=-1), jnp.argmin(xp, axis=-1))
-    g = jnp.take_along_axis(roots, idx[..., None], axis=-1)[..., 0]
-    g = jnp.where(complex_pair, g, g.real.astype(g.dtype))
-    g = jax.lax.complex(g.real, jnp.minimum(g.imag, 0.0))
-    g = jax.lax.stop_gradient(g)
+        g_new = _cubic_newton_step(g, ks, xs, bs)
+        g = jnp.where(jnp.isfinite(g_new), g_new, g)
+    g = jnp.where(on_support, g, g.real.astype(g.dtype))
+    g = jax.lax.stop_gradient(jax.lax.complex(g.real, jnp.minimum(g.imag, 0.0)))
     # re-attach gradients: one Newton step with the parameters live (exact first derivatives)
-    kc, xc, bc = (v.astype(g.dtype) for v in (k, xi, x))
-    f = ((xc * g - (bc + kc * xc)) * g + (1 - kc + kc * bc)) * g - kc
-    df = (3 * xc * g - 2 * (bc + kc * xc)) * g + (1 - kc + kc * bc)
-    step = jnp.where(df != 0, f / jnp.where(df != 0, df, 1), 0)
-    return g - step
+    return _cubic_newton_step(g, k, xi, x)
 
 
 def _arg_lhp(u):
@@ -147,6 +176,19 @@ def residues(xi, k) -> tuple[tuple, tuple]:
     return c0, ck
 
 
+def residue_sums(xi, k) -> tuple:
+    """``c0_jm + ck_jm`` in closed form: near the smoothed atom they multiply ``log g`` and
+    are ``O(xi)`` while ``c0`` and ``ck`` are ``O(1/k)``, so the sum is not formed by
+    subtraction (which would cost ``eps/(k xi)`` relative accuracy in ``E``)."""
+    return (
+        k - 1,
+        k**2 * xi,
+        k**3 * xi**2 - k**2 * xi + 2 * k * xi - xi,
+        2 * k**2,
+        2 * k**3 * xi - k**2 + 2 * k - 1,
+    )
+
+
 class MPIntegrals(eqx.Module):
     """Partial integrals of ``rho_xi`` above (``*_up``: ``int_b^inf``) and below (``*_low``:
     ``int_{-inf}^b``) a level ``b``: ``m_j = int x^j rho``, ``h_j = int x^j H rho``; plus
@@ -176,6 +218,7 @@ def mp_integrals(kappa_star, xi, b) -> MPIntegrals:
     xi = jnp.asarray(xi, rdt)
     rat = jnp.stack(rational_parts(g, xi, k)).imag
     c0, ck = (jnp.stack(c) for c in residues(xi, k))
+    c_sum = jnp.stack(residue_sums(xi, k))
     im = jnp.abs(jnp.minimum(g.imag, 0.0))
     # arguments on the closed lower half-plane branch, each computed without cancellation
     arg_g = -jnp.arctan2(im, g.real)  # arg g in [-pi, 0]
@@ -186,9 +229,9 @@ def mp_integrals(kappa_star, xi, b) -> MPIntegrals:
     # where the two logarithms nearly cancel; elsewhere the residues are used as they are
     split = jnp.abs(g) > k
     low_direct = rat + c0 * arg_minus_g + ck * arg_k_minus_g
-    low_split = rat + (c0 + ck) * arg_minus_g + ck * arg_one_minus
+    low_split = rat + c_sum * arg_minus_g + ck * arg_one_minus
     up_direct = rat + c0 * arg_g + ck * arg_k_minus_g
-    up_split = rat + (c0 + ck) * arg_g + ck * (arg_one_minus + jnp.pi)
+    up_split = rat + c_sum * arg_g + ck * (arg_one_minus + jnp.pi)
     scale = jnp.asarray([1.0, 1.0, 1.0, 0.5, 0.5], rdt).reshape((5,) + (1,) * g.ndim)
     low = -jnp.where(split, low_split, low_direct) / jnp.pi * scale
     up = jnp.where(split, up_split, up_direct) / jnp.pi * scale

@@ -10,7 +10,8 @@ differentiation through ``optx.ImplicitAdjoint``). One step, for ``F: R^n -> R^n
    ``phi = |F|^2/2``;
 2. ``p`` clipped to Euclidean length ``max_step`` (in the log variables of the ERM fixed point
    a step of 1.5 changes ``xi`` or ``tau`` by at most a factor ``e^1.5``);
-3. Armijo backtracking ``t = 1, 1/2, 1/4, ...`` until
+3. Armijo backtracking ``t = 1, 1/2, 1/4, ...`` (the first ``parallel_trials`` lengths may be
+   evaluated at once; 1 measured fastest on CPU) until
    ``phi(y + t p) <= phi(y) + c t phi'(y; p)`` with a finite ``F`` (at most
    ``max_backtracks`` halvings; none found is ``optx.RESULTS.nonlinear_divergence``).
 
@@ -77,10 +78,11 @@ class DampedNewton(optx.AbstractRootFinder):
     rtol: float = 1e-13
     atol: float = 1e-13
     f_tol: float = 1e-13
-    stall_tol: float = 1e-9
+    stall_tol: float = 1e-8
     max_step: float = 1.5
     armijo: float = 1e-4
-    max_backtracks: int = 40
+    max_backtracks: int = 30
+    parallel_trials: int = 1
     norm: Callable = optx.max_norm
 
     def init(self, fn, y, args, options, f_struct, aux_struct, tags) -> _DampedNewtonState:
@@ -119,9 +121,20 @@ class DampedNewton(optx.AbstractRootFinder):
             ok = jnp.isfinite(phit) & (phit <= phi0 + self.armijo * t * slope)
             return yt, ft, ok
 
+        # the first `parallel_trials` step lengths 1, 1/2, 1/4, ... are tried at once and the
+        # longest acceptable one is taken; shorter steps, rarely needed, are searched in turn
+        # (under vmap that search costs every lane the longest search of the batch).
+        ts = 0.5 ** jnp.arange(self.parallel_trials, dtype=y.dtype)
+        ys, fs, oks = jax.vmap(trial)(ts)
+        first = jnp.argmax(oks)
+        found = jnp.any(oks)
+        # at the rounding floor (or on a lane already at its root) a shorter step cannot help:
+        # do not search (a vmapped search would make every lane pay for it)
+        floor = self.norm(f) <= self.stall_tol
+
         def cond(carry):
             k, _, _, _, ok = carry
-            return (~ok) & (k < self.max_backtracks)
+            return (~ok) & (~floor) & (k < self.max_backtracks)
 
         def body(carry):
             k, t, _, _, _ = carry
@@ -129,10 +142,14 @@ class DampedNewton(optx.AbstractRootFinder):
             yt, ft, ok = trial(t)
             return k + 1, t, yt, ft, ok
 
-        y1, f1, ok1 = trial(jnp.asarray(1.0, y.dtype))
-        k, t, y_new, f_new, ok = jax.lax.while_loop(
-            cond, body, (jnp.array(0), jnp.asarray(1.0, y.dtype), y1, f1, ok1)
+        start = (
+            jnp.array(self.parallel_trials - 1),
+            ts[-1],
+            ys[first],
+            fs[first],
+            found,
         )
+        k, t, y_new, f_new, ok = jax.lax.while_loop(cond, body, start)
         # no acceptable step: the residual is at its rounding floor (success if it is below
         # stall_tol; the caller still checks its own residual tolerance) or the method failed
         at_root = self.norm(f) <= self.stall_tol

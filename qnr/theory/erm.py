@@ -76,6 +76,7 @@ from qnr.spectra import (
     mp_level_with_mass_above,
     teacher_atoms,
 )
+from qnr.spectra._roots import newton_polish, safe_newton
 from qnr.teachers import MarchenkoPastur, Teacher
 from qnr.theory._newton import DampedNewton
 from qnr.theory.thresholds import strong_recovery
@@ -317,7 +318,9 @@ class ERMSolver(eqx.Module):
     ``optx.Newton(rtol, atol)`` or ``optx.LevenbergMarquardt(...)`` for comparison);
     ``max_steps``: iteration cap; ``xi0``/``tau0``: the fixed initial guess (overridden by
     ``init`` warm starts); ``residual_tol``: a solution whose residuals exceed it is a failure
-    (:data:`qnr.RESULTS.invariant_violated`).
+    (:data:`qnr.RESULTS.invariant_violated`); ``nested_start``: start the Newton solve from the
+    nested bracketed solution (:func:`_nested_solution`, robust but ~10x costlier; the batch
+    drivers use it only to re-solve the lanes that failed).
     """
 
     root_finder: optx.AbstractRootFinder = DampedNewton()
@@ -325,6 +328,7 @@ class ERMSolver(eqx.Module):
     xi0: float = 1.0
     tau0: float = 1.0
     residual_tol: float = 1e-8
+    nested_start: bool = eqx.field(static=True, default=False)
 
 
 _DEFAULT_SOLVER = ERMSolver()
@@ -413,6 +417,51 @@ def _residual_tau_zero(y, problem: ERMProblem):
     return ((t.E + problem.Delta / 2) / (2 * problem.alpha * xi) - 1)[None]
 
 
+def _tau_residual(log_tau, args):
+    """Equation 2 at fixed ``xi`` as a function of ``log tau``: strictly increasing
+    (``D`` decreases in ``tau``, ``dD/dtau = -int_tau H rho <= 0``), from ``-inf`` (or
+    ``1 - D(0)/alpha`` at ``lam = 0``) to ``1``."""
+    problem, xi = args
+
+    def f(lt):
+        t = problem.terms(xi, jnp.exp(lt))
+        return 1 - t.D / problem.alpha - problem.lam * jnp.exp(-lt)
+
+    return jax.jvp(f, (log_tau,), (jnp.ones_like(log_tau),))
+
+
+def _tau_of_xi(problem, xi):
+    """The unique root ``tau(xi)`` of equation 2 (bracketed Newton in ``log tau`` on
+    ``[lam/2, 2 max(lam, upper edge)]``; at ``lam = 0`` the lower end is ``1e-12``)."""
+    lo = jnp.where(problem.lam > 0, problem.lam / 2, 1e-12)
+    edge = (1 + 1 / jnp.sqrt(jnp.minimum(problem.rank_star(), 1.0))) ** 2 * 4 + 4 * jnp.sqrt(xi)
+    hi = 2 * jnp.maximum(jnp.maximum(problem.lam, edge), 2 * lo)
+    lt = safe_newton(_tau_residual, (problem, xi), jnp.log(lo), jnp.log(hi), iters=100)
+    return jnp.exp(newton_polish(_tau_residual, (problem, xi), lt, steps=1))
+
+
+def _xi_residual(log_xi, problem):
+    def f(lx):
+        xi = jnp.exp(lx)
+        t = problem.terms(xi, _tau_of_xi(problem, xi))
+        return (t.E + problem.Delta / 2) / (2 * problem.alpha * xi) - 1
+
+    return jax.jvp(f, (log_xi,), (jnp.ones_like(log_xi),))
+
+
+def _nested_solution(problem: ERMProblem):
+    """``(xi, tau)`` by nested one-dimensional bracketed solves: ``tau(xi)`` from equation 2
+    (unique, monotone), then equation 1 in ``log xi`` on ``[1e-24, 1e8]``, where its residual
+    goes from ``+inf`` (``xi -> 0``) to ``-1`` (``xi -> inf``). Immune to the fold of the
+    two-dimensional system near perfect recovery (``xi -> 0`` at small ``lam``, where the
+    first residual depends on ``tau/sqrt(xi)`` only and Newton on both unknowns stalls)."""
+    lo = jnp.log(jnp.asarray(1e-24, problem.alpha.dtype))
+    hi = jnp.log(jnp.asarray(1e8, problem.alpha.dtype))
+    lx = safe_newton(_xi_residual, problem, lo, hi, increasing=False, iters=200, rtol=1e-13)
+    xi = jax.lax.stop_gradient(jnp.exp(lx))
+    return xi, jax.lax.stop_gradient(_tau_of_xi(problem, xi))
+
+
 _ADJOINT = optx.ImplicitAdjoint(linear_solver=lx.LU())
 
 
@@ -464,6 +513,10 @@ def solve_erm(problem: ERMProblem, solver: ERMSolver | None = None, init=None) -
     else:
         init = jnp.asarray(init, dtype=dtype)
         y0 = _to_y(*jnp.where(jnp.isfinite(init) & (init > 0), init, 1.0))
+    if solver.nested_start:
+        xi_n, tau_n = _nested_solution(problem)
+        good = jnp.isfinite(xi_n) & jnp.isfinite(tau_n) & (xi_n > 0) & (tau_n > 0)
+        y0 = jnp.where(good, _to_y(jnp.where(good, xi_n, 1.0), jnp.where(good, tau_n, 1.0)), y0)
 
     if problem.lam_zero:
         perfect = _perfect_recovery(problem)
@@ -623,8 +676,36 @@ def solve_erm_grid(problems: ERMProblem, solver: ERMSolver | None = None, init=N
     if init is None:
         init = jnp.broadcast_to(jnp.asarray([solver.xi0, solver.tau0], dtype), (n, 2))
     sol = _solve_batch(problems, solver, init)
+    if not solver.nested_start and is_concrete(sol.xi):
+        sol = _rescue_failed(problems, solver, init, sol)
     _warn_failures(sol, "solve_erm_grid")
     return sol
+
+
+def _rescue_failed(problems, solver, init, sol):
+    """Re-solve only the failed lanes (gathered into a batch padded to a power of two, so
+    few programs are compiled) from the nested bracketed start (:func:`_nested_solution`)."""
+    failed = np.flatnonzero(~np.asarray(sol.converged))
+    if failed.size == 0:
+        return sol
+    size = 1 << int(np.ceil(np.log2(failed.size)))
+    idx = np.concatenate([failed, np.full(size - failed.size, failed[0])])
+    sub = jax.tree.map(lambda a: a[idx] if eqx.is_array(a) and a.ndim else a, problems)
+    rescue = ERMSolver(
+        root_finder=solver.root_finder,
+        max_steps=solver.max_steps,
+        xi0=solver.xi0,
+        tau0=solver.tau0,
+        residual_tol=solver.residual_tol,
+        nested_start=True,
+    )
+    fixed = _solve_batch(sub, rescue, init[idx])
+    take = jnp.asarray(failed)
+
+    def merge(a, b):
+        return a.at[take].set(b[: failed.size]) if eqx.is_array(a) and a.ndim else a
+
+    return jax.tree.map(merge, sol, fixed)
 
 
 @eqx.filter_jit
