@@ -25,10 +25,16 @@ __all__ = [
 
 # name -> (label, colour, line style) of the threshold markers.
 THRESHOLD_STYLE = {
-    "alpha_BO": (r"$\alpha_{\rm BO}$", "tab:green", ":"),
-    "alpha_SR": (r"$\alpha_{\rm SR}$", "tab:red", "--"),
-    "alpha_inter": (r"$\alpha_{\rm inter}$", "tab:purple", "-."),
+    "alpha_BO": (r"$\alpha_{\rm BO}$ ($\Delta=0$)", "tab:green", ":"),
+    "alpha_SR": (r"$\alpha_{\rm SR}$ ($\Delta=0$)", "tab:red", "--"),
+    "alpha_inter": (
+        r"$\alpha_{\rm inter}$ ($\Delta>0$: $\lambda\to0^+$ interpolation)",
+        "tab:purple",
+        "-.",
+    ),
 }
+# alpha_BO / alpha_SR are perfect-recovery thresholds of the noiseless problem; with label
+# noise (Delta > 0) only alpha_inter applies. Callers pass NaN for the ones that do not.
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.2, height: float = 3.4):
@@ -48,13 +54,29 @@ def _thresholds(ax, thresholds: Mapping[str, float] | None, *, label: bool):
         ax.axvline(value, color=colour, ls=style, lw=1.2, label=text if label else None)
 
 
-def _errorbars(ax, sim, column, colour, label):
+def _errorbars(ax, sim, column, colour, label, *, fmt="o", ms=4, alpha_=1.0, mark=True):
     if sim is None or column not in sim:
         return
     alpha = np.asarray(sim["alpha"])
     mean = np.asarray(sim[column])
     err = np.asarray(sim.get(f"{column}_sem", np.zeros_like(mean)))
-    ax.errorbar(alpha, mean, yerr=err, fmt="o", ms=4, capsize=2, color=colour, label=label)
+    ax.errorbar(
+        alpha, mean, yerr=err, fmt=fmt, ms=ms, capsize=2, color=colour, label=label, alpha=alpha_
+    )
+    deg = np.asarray(sim.get("n_degenerate", np.zeros(alpha.shape)))
+    if mark and np.any(deg > 0):
+        n = int(np.max(np.asarray(sim.get("n_ok", deg))))
+        hit = deg > 0
+        ax.plot(
+            alpha[hit],
+            mean[hit],
+            "o",
+            ms=11,
+            mfc="none",
+            mec="tab:red",
+            mew=1.5,
+            label=f"non-unique minimiser ({int(deg.sum())} runs, up to {int(deg.max())}/{n})",
+        )
 
 
 def plot_learning_curve(
@@ -66,6 +88,9 @@ def plot_learning_curve(
     title: str | None = None,
     sim_label: str = "simulation",
     log_error: bool = True,
+    extrapolated: Mapping[str, Sequence[float]] | None = None,
+    extrapolated_label: str = r"$1/d \to 0$ extrapolation",
+    finite_d: Mapping[int, Mapping[str, Sequence[float]]] | None = None,
 ):
     """Three panels against ``alpha``: test error, training error, rank fraction.
 
@@ -76,6 +101,12 @@ def plot_learning_curve(
         thresholds: ``{"alpha_BO": ..., "alpha_SR": ..., "alpha_inter": ...}`` (vertical
             lines; NaN/None entries are skipped).
         bayes: columns ``alpha``, ``e_test`` of the Bayes-optimal test error (dashed line).
+        extrapolated: columns ``alpha``, ``e_test``, ``rank`` (+ ``_sem``) of the ``1/d``
+            extrapolation (squares with error bars).
+        finite_d: ``{d: columns}`` of further (smaller) dimensions, drawn faintly.
+
+    Simulated points whose runs include non-unique convex minimisers (``n_degenerate > 0``)
+    get a red ring: their ``E`` and rank depend on the solver path, not on the theory.
     """
     fig, axes = new_figure(3, 1, width=4.0, height=3.3)
     ax_test, ax_train, ax_rank = axes[0]
@@ -85,11 +116,28 @@ def plot_learning_curve(
         ax_test.plot(
             bayes["alpha"], bayes["e_test"], color="k", ls="--", lw=1.5, label="Bayes-optimal"
         )
+    for i, (dd, cols) in enumerate(sorted((finite_d or {}).items())):
+        for ax, col in ((ax_test, "e_test"), (ax_train, "e_train"), (ax_rank, "rank")):
+            _errorbars(
+                ax,
+                cols,
+                col,
+                "0.55",
+                f"d={dd}" if ax is ax_test else None,
+                fmt="v^<>dp"[i % 6],
+                ms=3,
+                alpha_=0.7,
+                mark=False,
+            )
     _errorbars(ax_test, simulation, "e_test", "tab:orange", sim_label)
     ax_train.plot(a, theory["e_train"], color="tab:blue", lw=2, label="ERM theory")
-    _errorbars(ax_train, simulation, "e_train", "tab:orange", sim_label)
+    _errorbars(ax_train, simulation, "e_train", "tab:orange", sim_label, mark=False)
     ax_rank.plot(a, theory["rank"], color="tab:blue", lw=2, label="ERM theory")
-    _errorbars(ax_rank, simulation, "rank", "tab:orange", sim_label)
+    _errorbars(ax_rank, simulation, "rank", "tab:orange", sim_label, mark=False)
+    if extrapolated is not None:
+        ex = {k: np.asarray(v) for k, v in extrapolated.items()}
+        _errorbars(ax_test, ex, "e_test", "k", extrapolated_label, fmt="s", ms=5, mark=False)
+        _errorbars(ax_rank, ex, "rank", "k", extrapolated_label, fmt="s", ms=5, mark=False)
     for i, ax in enumerate((ax_test, ax_train, ax_rank)):
         _thresholds(ax, thresholds, label=i == 0)
         ax.set_xlabel(r"$\alpha = n/d^2$")

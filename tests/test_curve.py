@@ -123,18 +123,21 @@ def test_phase_diagram_tiny(tmp_path, capsys):
 
 
 def test_curve_thresholds_match_theory_md():
-    """THEORY.md section 3: alpha_BO(0.5) = 0.375, alpha_SR(0.5) = 0.422175 and
-    alpha_inter(kappa* = 0.5, Delta = 0.1) = 0.3597."""
+    """THEORY.md section 3: alpha_BO(0.5) = 0.375, alpha_SR(0.5) = 0.422175 (noiseless
+    notions: drawn only at Delta = 0) and alpha_inter(kappa* = 0.5, Delta = 0.1) = 0.3597
+    (only at Delta > 0)."""
     from qnr import theory
     from qnr.sweep._curve import _thresholds
 
     if not hasattr(theory, "alpha_inter"):
         pytest.skip("qnr.theory.alpha_inter not available")
     t = _thresholds(0.5, 1.0, 0.1, "mp")
-    assert t["alpha_BO"] == pytest.approx(0.375, rel=1e-12)
-    assert t["alpha_SR"] == pytest.approx(0.422175, rel=2e-6)
     assert t["alpha_inter"] == pytest.approx(0.3597, abs=1e-4)
-    assert np.isnan(_thresholds(0.5, 1.0, 0.0, "mp")["alpha_inter"])
+    assert np.isnan(t["alpha_BO"]) and np.isnan(t["alpha_SR"])
+    t0 = _thresholds(0.5, 1.0, 0.0, "mp")
+    assert t0["alpha_BO"] == pytest.approx(0.375, rel=1e-12)
+    assert t0["alpha_SR"] == pytest.approx(0.422175, rel=2e-6)
+    assert np.isnan(t0["alpha_inter"])
 
 
 def test_theory_batch_min_nuclear_norm_reference():

@@ -100,18 +100,24 @@ class Factorized(eqx.Module):
     the convex optimum whatever phase 1 did (a too-small ``width`` only costs polish steps).
 
     ``width``: columns of ``W`` (``None``: ``d``, which needs no rank guess; the rank bound
-    when the problem is rank-constrained). Measured at d = 100 (benchmarks/bench_convex):
-    phase 1 identifies the optimal face in a few hundred cheap steps, after which the polish
-    needs tens instead of hundreds (alpha = 0.5) or thousands (alpha = 0.1) of FISTA steps.
+    when the problem is rank-constrained). ``mid_gap > 0`` inserts a float32 FISTA phase
+    (at most ``mid_steps`` steps, down to the gap ``mid_gap``) before the float64 polish;
+    off by default (measured at d = 100: no reliable gain).
+
+    Measured (benchmarks/bench_convex): phase 1 identifies the optimal face in a hundred or
+    so cheap steps, after which the polish needs about a hundred FISTA steps instead of the
+    ~400 (alpha = 0.5) or ~4000 (alpha = 0.1, lam = 0.01) that FISTA needs from zero.
     """
 
     width: int | None = eqx.field(static=True, default=None)
     max_steps: int = eqx.field(static=True, default=5_000)
-    gtol: float = eqx.field(static=True, default=1e-5)
+    gtol: float = eqx.field(static=True, default=1e-3)
     memory_size: int = eqx.field(static=True, default=20)
     float32_products: bool = eqx.field(static=True, default=True)
     gap_tol: float = eqx.field(static=True, default=1e-7)
-    polish: ProximalGradient = ProximalGradient(power_iterations=8)
+    mid_gap: float = eqx.field(static=True, default=0.0)
+    mid_steps: int = eqx.field(static=True, default=100)
+    polish: ProximalGradient = ProximalGradient(power_iterations=3)
 
     def __check_init__(self):
         if self.width is not None:
@@ -216,15 +222,22 @@ def _fista(problem: ERMProblem, solver: ProximalGradient, rank, S0):
     def fwd(S):
         return mask * apply_sensing(X, S)
 
+    def adj(AS):
+        return adjoint_sensing(X, mask * (y - AS))  # A^*(r): -2n times the gradient
+
     L0 = jnp.maximum(_lipschitz_estimate(problem, solver.power_iterations), tiny)
     AS0 = fwd(S0)
+    GS0 = adj(AS0)
 
     def cond(c):
         return (~c["done"]) & (c["step"] < solver.max_steps)
 
     def body(c):
+        # A is linear, so A^* r at the extrapolated point Y = Sp + beta (Sp - S) is the same
+        # combination of the adjoints at Sp and S: one adjoint product per step, and it also
+        # serves the duality-gap certificate at Sp
         Y, AY = c["Y"], c["AY"]
-        G = -adjoint_sensing(X, mask * (y - AY)) / (2 * n)
+        G = -c["GY"] / (2 * n)
 
         def trial(L):
             Sp, _ = psd_prox(Y - G / L, thr_unit / L, rank)
@@ -258,11 +271,12 @@ def _fista(problem: ERMProblem, solver: ProximalGradient, rank, S0):
         beta = (t - 1) / t_next
         res = jnp.sqrt(jnp.sum(D**2))
         done = res <= solver.atol * jnp.sqrt(d) + solver.rtol * jnp.sqrt(jnp.sum(Sp**2))
+        GSp = adj(ASp)
         if solver.gap_tol > 0:
             check = (rank >= d) & ((c["step"] + 1) % solver.check_every == 0) & ~done
             gap = jax.lax.cond(
                 check,
-                lambda: _gap_from_residual(problem, Sp, mask * (y - ASp)),
+                lambda: _gap(problem, Sp, mask * (y - ASp), GSp),
                 lambda: jnp.asarray(jnp.inf, dtype),
             )
             done = done | (gap <= solver.gap_tol)
@@ -270,8 +284,10 @@ def _fista(problem: ERMProblem, solver: ProximalGradient, rank, S0):
         return dict(
             S=Sp,
             AS=ASp,
+            GS=GSp,
             Y=Sp + beta * (Sp - S),
             AY=ASp + beta * (ASp - AS),
+            GY=(1 + beta) * GSp - beta * c["GS"],
             t=t_next.astype(dtype),
             L=L,
             step=c["step"] + 1,
@@ -283,8 +299,10 @@ def _fista(problem: ERMProblem, solver: ProximalGradient, rank, S0):
     init = dict(
         S=S0,
         AS=AS0,
+        GS=GS0,
         Y=S0,
         AY=AS0,
+        GY=GS0,
         t=jnp.ones((), dtype),
         L=L0.astype(dtype),
         step=jnp.zeros((), jnp.int32),
@@ -295,10 +313,11 @@ def _fista(problem: ERMProblem, solver: ProximalGradient, rank, S0):
     return jax.lax.while_loop(cond, body, init)
 
 
-def _gap_from_residual(problem: ERMProblem, S, r) -> Array:
+def _gap(problem: ERMProblem, S, r, Ar) -> Array:
+    """Relative gap at ``S`` from its masked residual ``r`` and ``Ar = A^*(r)``."""
     n = problem.n
     u = r / (2 * n)
-    lam_max = jnp.linalg.eigvalsh(adjoint_sensing(problem.X, u))[-1]
+    lam_max = jnp.linalg.eigvalsh(Ar / (2 * n))[-1]
     bound = problem.lam / problem.d
     c = jnp.where(lam_max > bound, bound / jnp.maximum(lam_max, jnp.finfo(S.dtype).tiny), 1.0)
     dual = c * jnp.sum(u * problem.y) - n * c**2 * jnp.sum(u**2)
@@ -315,7 +334,8 @@ def duality_gap(problem: ERMProblem, S: Float[Array, "d d"]) -> Array:
     ``F(S) - F* <= F(S) - D(c u)``: the returned number bounds the relative suboptimality of
     ``S`` whatever solver produced it. It is sensitive: ``F - D(cu) ~ (1 - c) (lam/d) Tr S``,
     so a gap of ``1e-6`` needs the gradient eigenvalues to ``~1e-6 lam/d`` (float64)."""
-    return _gap_from_residual(problem, S, problem.residual(S))
+    r = problem.residual(S)
+    return _gap(problem, S, r, adjoint_sensing(problem.X, r))
 
 
 _duality_gap = duality_gap
@@ -329,11 +349,32 @@ def _solve_convex(problem, solver, rank, S0, S_star, noise, rank_rtol):
         width = d if solver.width is None else min(solver.width, d)
         W, bm_steps = _bm_phase(problem, solver, width, jnp.minimum(rank, width))
         S0 = jnp.where(jnp.all(S0 == 0), W @ W.T, S0)
+        iterations = bm_steps
+        if solver.float32_products and problem.X.dtype == jnp.float64 and solver.mid_gap > 0:
+            # phase 2a: FISTA in float32 (products and eigh twice as fast) down to mid_gap
+            p32 = ERMProblem(
+                problem.X.astype(jnp.float32),
+                problem.y.astype(jnp.float32),
+                problem.lam.astype(jnp.float32),
+                problem.sample_mask.astype(jnp.float32),
+            )
+            mid = dataclasses.replace(
+                solver.polish,
+                gap_tol=solver.mid_gap,
+                rtol=1e-5,
+                atol=1e-9,
+                max_steps=min(solver.mid_steps, solver.polish.max_steps),
+            )
+            out32 = _fista(p32, mid, rank, S0.astype(jnp.float32))
+            S32 = out32["S"].astype(problem.X.dtype)
+            S0 = jnp.where(jnp.all(jnp.isfinite(S32)), S32, S0)
+            stats["float32_polish_steps"] = out32["step"]
+            iterations = iterations + out32["step"]
         polish = dataclasses.replace(solver.polish, gap_tol=solver.gap_tol)
         out = _fista(problem, polish, rank, S0)
         stats["factorized_steps"] = bm_steps
         stats["polish_steps"] = out["step"]
-        iterations = out["step"] + bm_steps
+        iterations = iterations + out["step"]
     else:
         out = _fista(problem, solver, rank, S0)
         iterations = out["step"]

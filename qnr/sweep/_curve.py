@@ -6,14 +6,22 @@
   ``e_test = alpha xi = (E + Delta/2)/2``, training loss ``e_train = alpha xi (lam/tau)^2``
   and rank fraction;
 * ERM simulations at dimension ``d`` (the convex nuclear-norm solver, i.e. the nuclear route,
-  or the network trained by optax) on a coarser grid, over several seeds: mean and standard
-  error per ``alpha``;
-* the thresholds ``alpha_BO``, ``alpha_SR`` (noiseless, THEORY.md section 3) and
-  ``alpha_inter`` (when ``Delta > 0``), and optionally the Bayes-optimal test error
-  (section 4).
+  or the network trained by optax) on a coarser grid, over several seeds, each (alpha, seed)
+  with a fresh teacher and data (:func:`qnr.sim.run_key`): mean and standard error per
+  ``alpha``, and the number of seeds whose convex minimiser is not unique (``n_degenerate``,
+  :func:`qnr.sim.dual_certificate`; they stay in the means and are marked in the figure);
+* optionally (``extrapolate_d``) the same simulations at several ``d`` and, per ``alpha``, the
+  weighted least-squares fit ``E(d) = E_inf + b/d`` (weights ``1/SE^2``): the extrapolated
+  ``E_inf``, ``e_test_inf = (E_inf + Delta/2)/2`` and ``rank_inf`` with their standard errors;
+* the thresholds that apply: ``alpha_BO`` and ``alpha_SR`` are noiseless notions (drawn only at
+  ``Delta = 0``), ``alpha_inter`` (the ``lam -> 0+`` interpolation threshold) only at
+  ``Delta > 0`` (THEORY.md section 3); optionally the Bayes-optimal test error (section 4).
 
-Both batches run through :class:`qnr.sweep.ShardedMap` (vmapped, sharded over all devices,
-compiled once). :func:`write_curve` saves the figure (PNG + PDF) and the data (CSV + JSON).
+The theory batch runs through :class:`qnr.sweep.ShardedMap`; the simulations through
+:func:`qnr.sim.simulate_grid` (points in sequence, seeds vmapped: one compiled program per
+``d``; a vmapped batch of all points would run every lane as long as the slowest). Both use
+the engine of ``qnr simulate`` and ``qnr sweep``. :func:`write_curve` saves the figure (PNG +
+PDF) and the data (CSV + JSON).
 """
 
 from __future__ import annotations
@@ -32,7 +40,14 @@ from qnr._version import __version__
 from qnr.sweep._engine import ShardedMap
 from qnr.sweep._run import seed_keys
 
-__all__ = ["LearningCurve", "learning_curve", "write_curve", "summarise_seeds"]
+__all__ = [
+    "LearningCurve",
+    "learning_curve",
+    "write_curve",
+    "summarise_seeds",
+    "extrapolate_inverse_d",
+    "agreement",
+]
 
 _SIM_METRICS = ("E", "e_test", "e_train", "rank")
 _THEORY_METRICS = ("xi", "tau", "E", "e_test", "e_train", "rank")
@@ -47,7 +62,10 @@ class LearningCurve:
     ``seed`` and the simulation metrics. ``summary``: per simulated ``alpha``: mean and
     standard error (``<metric>_sem``) over the successful seeds, ``n_ok``, and the theory at
     the same ``alpha`` (``theory_<metric>``). ``thresholds``: ``alpha_BO``, ``alpha_SR``,
-    ``alpha_inter`` (NaN where undefined). ``bayes``: ``alpha``, ``E``, ``e_test`` or None.
+    ``alpha_inter`` (NaN where they do not apply). ``bayes``: ``alpha``, ``E``, ``e_test``
+    or None. ``by_d`` (extrapolation mode): ``{d: summary}`` at every simulated ``d``;
+    ``extrapolated``: per ``alpha`` the ``1/d`` fit (``E``, ``E_sem``, ``e_test``,
+    ``e_test_sem``, ``rank``, ``rank_sem``, ``slope_E``) and the theory, or None.
     """
 
     params: dict[str, Any]
@@ -57,6 +75,8 @@ class LearningCurve:
     thresholds: dict[str, float]
     bayes: dict[str, np.ndarray] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    by_d: dict[int, dict[str, np.ndarray]] | None = None
+    extrapolated: dict[str, np.ndarray] | None = None
 
     def max_relative_deviation(self, metric: str = "e_test") -> float:
         """``max_alpha |sim mean - theory| / theory`` over the simulated ``alpha`` values."""
@@ -73,6 +93,9 @@ def summarise_seeds(alpha, values: dict[str, np.ndarray]) -> dict[str, np.ndarra
     out = {"alpha": np.asarray(alpha)}
     ok = None
     for name, v in values.items():
+        if name == "degenerate":
+            out["n_degenerate"] = np.sum(np.asarray(v) > 0, axis=1)
+            continue
         v = np.asarray(v, dtype=float)
         good = np.isfinite(v)
         ok = good if ok is None else ok & good
@@ -85,6 +108,81 @@ def summarise_seeds(alpha, values: dict[str, np.ndarray]) -> dict[str, np.ndarra
         out[f"{name}_sem"] = np.where(n > 1, sd / np.sqrt(np.maximum(n, 1)), np.nan)
     out["n_ok"] = ok.sum(axis=1) if ok is not None else np.zeros(len(out["alpha"]), int)
     return out
+
+
+def extrapolate_inverse_d(inv_d, means, sems) -> tuple[float, float, float]:
+    """Weighted least squares ``v(d) = v_inf + b/d`` (weights ``1/sem^2``; points with a
+    non-finite mean or SE are dropped, a zero SE is floored at 1e-12 of the mean). Returns
+    ``(v_inf, its standard error, b)``; NaN with fewer than two usable dimensions."""
+    inv_d, means, sems = (np.asarray(x, float) for x in (inv_d, means, sems))
+    ok = np.isfinite(means) & np.isfinite(sems)
+    if ok.sum() < 2:
+        return float("nan"), float("nan"), float("nan")
+    x, m = inv_d[ok], means[ok]
+    s = np.maximum(sems[ok], 1e-12 * np.maximum(np.abs(m), 1e-300))
+    A = np.stack([np.ones_like(x), x], axis=1)
+    w = 1.0 / s**2
+    cov = np.linalg.inv(A.T @ (A * w[:, None]))
+    coef = cov @ (A.T @ (w * m))
+    return float(coef[0]), float(np.sqrt(cov[0, 0])), float(coef[1])
+
+
+def agreement(sim, sem, theory, rel: float = 0.05, n_se: float = 2.0) -> np.ndarray:
+    """Per point: ``|sim - theory| <= max(rel |theory|, n_se sem)`` (NaN where undefined)."""
+    sim, sem, theory = (np.asarray(x, float) for x in (sim, sem, theory))
+    tol = np.maximum(rel * np.abs(theory), n_se * np.nan_to_num(sem, nan=0.0))
+    return np.where(np.isfinite(sim) & np.isfinite(theory), np.abs(sim - theory) <= tol, np.nan)
+
+
+def _simulate_alphas(
+    teacher_obj, alphas, *, d, seeds, seed, kappa, lam, delta, solver, sim_options
+) -> dict[str, np.ndarray]:
+    """``(P, S)`` arrays of the simulation metrics at every ``alpha`` (one program)."""
+    import jax
+
+    from qnr.sim import simulate_grid
+
+    opts = dict(sim_options or {})
+    name = "convex" if solver == "convex" else str(opts.pop("optimizer", "lbfgs"))
+    kw = {}
+    for k in ("max_steps", "learning_rate", "init_scale"):
+        if opts.get(k) is not None:
+            kw[k] = int(opts[k]) if k == "max_steps" else float(opts[k])
+    if opts.get("common_data"):
+        kw["common_data"] = True
+    rows = []
+    for a in np.asarray(alphas, float):
+        # one program per alpha: a shared program would pad every point to the largest n
+        # (9x the work at alpha = 0.1 on a [0.1, 0.9] curve, where the solver needs the most
+        # steps); the compile (a few seconds) is cheaper
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # counted by the caller
+            res = simulate_grid(
+                teacher_obj,
+                a,
+                kappa,
+                lam,
+                delta,
+                d=d,
+                seeds=seeds,
+                solver=name,
+                key=jax.random.key(seed),
+                **kw,
+            )
+        conv = np.asarray(res.converged)
+        rows.append(
+            {
+                "E": res.E,
+                "e_test": res.e_test,
+                "e_train": res.e_train,
+                "rank": res.rank_fraction,
+                "duality_gap": res.duality_gap,
+                "iterations": res.iterations,
+                "result": np.where(conv, 0, res.result).astype(np.int32),
+                "degenerate": (np.asarray(res.degenerate) & conv).astype(np.int32),
+            }
+        )
+    return {k: np.concatenate([r[k] for r in rows], axis=0) for k in rows[0]}
 
 
 def solve_theory_batch(static, floats, options=None) -> dict[str, np.ndarray]:
@@ -108,9 +206,10 @@ def _thresholds(kappa_star: float, kappa: float, delta: float, teacher: str) -> 
     if teacher != "mp":
         return out
     ks = jnp.asarray(kappa_star)
-    out["alpha_BO"] = float(theory.alpha_bo(ks))
     kap = None if kappa >= 1 else jnp.asarray(kappa)
-    out["alpha_SR"] = float(theory.alpha_sr(ks, kap))
+    if delta == 0:  # perfect recovery thresholds are noiseless notions (THEORY.md section 3)
+        out["alpha_BO"] = float(theory.alpha_bo(ks))
+        out["alpha_SR"] = float(theory.alpha_sr(ks, kap))
     inter = getattr(theory, "alpha_inter", None)  # signature alpha_inter(Delta, kappa*, kappa)
     if inter is not None and delta > 0:
         out["alpha_inter"] = float(inter(jnp.asarray(delta), ks, kap))
@@ -127,26 +226,29 @@ def learning_curve(
     gamma: float = 1.0,
     alphas_theory=None,
     alphas_sim=None,
-    d: int = 40,
-    seeds: int = 4,
+    d: int = 100,
+    seeds: int = 6,
     solver: str = "convex",
     bayes: bool = True,
     seed: int = 0,
     sim_options: dict | None = None,
     theory_options: dict | None = None,
     progress=None,
+    extrapolate_d=None,
 ) -> LearningCurve:
     """Theory and simulation learning curves at one ``(kappa*, kappa, lam, Delta)``.
 
     ``alphas_theory`` (default 60 points in ``[0.02, 1]``) and ``alphas_sim`` (default 8
-    points in ``[0.1, 0.9]``) are the grids; simulations use ``seeds`` seeds at dimension
-    ``d`` with ``solver`` ``"convex"`` (nuclear route) or ``"network"``. Theory needs
+    points in ``[0.1, 0.9]``) are the grids; simulations use ``seeds`` seeds (fresh teacher
+    and data each) at dimension ``d`` with ``solver`` ``"convex"`` (nuclear route) or
+    ``"network"`` (``sim_options``: ``max_steps``, ``optimizer``, ``learning_rate``,
+    ``init_scale``, ``common_data``). ``extrapolate_d``: a list of dimensions; the
+    simulations then run at each, and ``extrapolated`` holds the per-``alpha`` ``1/d`` fit
+    (``summary`` is the largest ``d``). Theory needs
     ``qnr.theory.erm``; thresholds ``qnr.theory``; ``bayes=True`` adds the Bayes-optimal
     curve when ``qnr.theory.bayes`` is available. ``progress``: optional callable, called
     with the name of the next stage as each stage ends (``qnr curve`` draws its bar with it).
     """
-    from qnr.sweep._tasks import SIMULATION
-
     check_positive("kappa_star", kappa_star)
     check_nonnegative("lam", lam)
     check_nonnegative("Delta", delta)
@@ -171,7 +273,6 @@ def learning_curve(
         solver=solver,
         seed=seed,
     )
-    static = dict(d=d, teacher=teacher, kappa_star=kappa_star, gamma=gamma, solver=solver)
     timings = {}
 
     # theory on the fine grid and at the simulated alphas (one batch, one compilation)
@@ -199,34 +300,84 @@ def learning_curve(
             stacklevel=2,
         )
 
-    # simulations: alphas x seeds
+    # simulations: alphas x seeds (x several d in extrapolation mode)
+    from qnr.teachers import teacher_from_name
+
+    teacher_obj = teacher_from_name(teacher, kappa_star=kappa_star, gamma=gamma)
+    dims = (
+        [d]
+        if extrapolate_d is None
+        else sorted({check_size("d", x, minimum=2) for x in extrapolate_d})
+    )
+    if extrapolate_d is not None and len(dims) < 2:
+        raise ValueError(f"extrapolate_d needs at least two dimensions, got {extrapolate_d}")
     t0 = time.perf_counter()
-    sim_floats = {
-        "alpha": alphas_sim,
-        "lam": np.full_like(alphas_sim, lam),
-        "delta": np.full_like(alphas_sim, delta),
-        "kappa": np.full_like(alphas_sim, kappa),
-    }
-    sim_fn = SIMULATION.build(static, {**SIMULATION.options, **(sim_options or {})}, sim_floats)
-    sim_out = ShardedMap(sim_fn, alphas_sim.size)(sim_floats, seed_keys(seed, range(seeds)))
+    by_d, raw = {}, {}
+    for dd in dims:
+        out = _simulate_alphas(
+            teacher_obj,
+            alphas_sim,
+            d=dd,
+            seeds=seeds,
+            seed=seed,
+            kappa=None if kappa >= 1 else kappa,
+            lam=lam,
+            delta=delta,
+            solver=solver,
+            sim_options=sim_options,
+        )
+        raw[dd] = out
+        summ = summarise_seeds(alphas_sim, {k: out[k] for k in (*_SIM_METRICS, "degenerate")})
+        for k in _THEORY_METRICS:
+            summ[f"theory_{k}"] = at_sim[k]
+        summ["e_test_ok"] = agreement(summ["e_test"], summ["e_test_sem"], at_sim["e_test"])
+        summ["rank_ok"] = np.where(
+            alphas_sim >= 0.2, np.abs(summ["rank"] - at_sim["rank"]) <= 0.03, np.nan
+        )
+        by_d[dd] = summ
     timings["simulation_s"] = time.perf_counter() - t0
     if progress is not None:
         progress("thresholds and Bayes-optimal")
-    n_fail = int(np.count_nonzero(sim_out["result"]))
+    d_top = dims[-1]
+    sim_out = raw[d_top]
+    n_fail = int(sum(np.count_nonzero(o["result"]) for o in raw.values()))
     if n_fail:
         warnings.warn(
-            f"simulation: {n_fail} of {sim_out['result'].size} runs failed (NaN)",
+            f"simulation: {n_fail} runs failed (NaN)",
             RuntimeWarning,
             stacklevel=2,
         )
     simulation = {
-        "alpha": np.repeat(alphas_sim, seeds),
-        "seed": np.tile(np.arange(seeds), alphas_sim.size),
-        **{k: np.asarray(v).reshape(-1) for k, v in sim_out.items()},
+        "d": np.concatenate([np.full(alphas_sim.size * seeds, dd) for dd in dims]),
+        "alpha": np.tile(np.repeat(alphas_sim, seeds), len(dims)),
+        "seed": np.tile(np.arange(seeds), alphas_sim.size * len(dims)),
+        **{k: np.concatenate([np.asarray(raw[dd][k]).reshape(-1) for dd in dims]) for k in sim_out},
     }
-    summary = summarise_seeds(alphas_sim, {k: sim_out[k] for k in _SIM_METRICS})
-    for k in _THEORY_METRICS:
-        summary[f"theory_{k}"] = at_sim[k]
+    summary = by_d[d_top]
+    extrapolated = None
+    if extrapolate_d is not None:
+        inv = np.array([1.0 / dd for dd in dims])
+        extrapolated = {"alpha": alphas_sim}
+        for name in ("E", "rank"):
+            fits = [
+                extrapolate_inverse_d(
+                    inv,
+                    [by_d[dd][name][i] for dd in dims],
+                    [by_d[dd][f"{name}_sem"][i] for dd in dims],
+                )
+                for i in range(alphas_sim.size)
+            ]
+            extrapolated[name] = np.array([f[0] for f in fits])
+            extrapolated[f"{name}_sem"] = np.array([f[1] for f in fits])
+            extrapolated[f"slope_{name}"] = np.array([f[2] for f in fits])
+        extrapolated["e_test"] = (extrapolated["E"] + delta / 2) / 2
+        extrapolated["e_test_sem"] = extrapolated["E_sem"] / 2
+        for k in ("E", "e_test", "rank"):
+            extrapolated[f"theory_{k}"] = at_sim[k]
+        extrapolated["E_ok"] = agreement(
+            extrapolated["E"], extrapolated["E_sem"], at_sim["E"], rel=0.03
+        )
+        params["extrapolate_d"] = dims
 
     t0 = time.perf_counter()
     thresholds = _thresholds(kappa_star, kappa, delta, teacher)
@@ -236,7 +387,9 @@ def learning_curve(
         t0 = time.perf_counter()
         bo = _bayes_curve(kappa_star, delta, alphas_theory)
         timings["bayes_s"] = time.perf_counter() - t0
-    return LearningCurve(params, theory, simulation, summary, thresholds, bo, timings)
+    return LearningCurve(
+        params, theory, simulation, summary, thresholds, bo, timings, by_d, extrapolated
+    )
 
 
 def _bayes_curve(kappa_star, delta, alphas):
@@ -270,11 +423,17 @@ def write_curve(curve: LearningCurve, out: str | Path, *, stem: str = "curve") -
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     p = curve.params
-    sim_label = f"{p['solver']} ERM, d={p['d']} ({p['seeds']} seeds)"
+    d_top = max(curve.by_d) if curve.by_d else p["d"]
+    sim_label = f"{p['solver']} ERM, d={d_top} ({p['seeds']} seeds, mean $\\pm$ SE)"
     title = (
         rf"{p['teacher']} teacher $\kappa^*$={p['kappa_star']:g}, $\kappa$={p['kappa']:g}, "
         rf"$\lambda$={p['lam']:g}, $\Delta$={p['delta']:g}"
     )
+    finite = None
+    ex_label = r"$1/d \to 0$ extrapolation"
+    if curve.extrapolated is not None:
+        finite = {dd: v for dd, v in curve.by_d.items() if dd != d_top}
+        ex_label += " (d=" + ",".join(str(dd) for dd in sorted(curve.by_d)) + ")"
     fig = plot_learning_curve(
         curve.theory,
         curve.summary,
@@ -282,6 +441,9 @@ def write_curve(curve: LearningCurve, out: str | Path, *, stem: str = "curve") -
         bayes=curve.bayes,
         title=title,
         sim_label=sim_label,
+        extrapolated=curve.extrapolated,
+        extrapolated_label=ex_label,
+        finite_d=finite,
     )
     figures = save_figure(fig, out / stem)
     paths = {
@@ -293,7 +455,27 @@ def write_curve(curve: LearningCurve, out: str | Path, *, stem: str = "curve") -
     }
     if curve.bayes is not None:
         paths["bayes_csv"] = str(_write_table(out / f"{stem}_bayes.csv", curve.bayes))
+    if curve.extrapolated is not None:
+        paths["extrapolated_csv"] = str(
+            _write_table(out / f"{stem}_extrapolated.csv", curve.extrapolated)
+        )
     paths["json"] = str(out / f"{stem}.json")
+    sm = curve.summary
+    rel_dev = np.abs(sm["e_test"] - sm["theory_e_test"]) / np.abs(sm["theory_e_test"])
+    checks = {
+        "alpha": sm["alpha"],
+        "e_test_rel_dev": rel_dev,
+        "e_test_sem_rel": sm["e_test_sem"] / np.abs(sm["theory_e_test"]),
+        "e_test_within_max_5pct_2se": sm["e_test_ok"],
+        "rank_abs_dev": np.abs(sm["rank"] - sm["theory_rank"]),
+        "rank_within_0.03_at_alpha_ge_0.2": sm["rank_ok"],
+        "n_degenerate": sm["n_degenerate"],
+    }
+    if curve.extrapolated is not None:
+        ex = curve.extrapolated
+        checks["extrapolated_E_rel_dev"] = np.abs(ex["E"] - ex["theory_E"]) / ex["theory_E"]
+        checks["extrapolated_E_sem_rel"] = ex["E_sem"] / ex["theory_E"]
+        checks["extrapolated_E_within_max_3pct_2se"] = ex["E_ok"]
     summary = {
         "qnr_version": __version__,
         "params": p,
@@ -301,6 +483,10 @@ def write_curve(curve: LearningCurve, out: str | Path, *, stem: str = "curve") -
         "max_rel_dev_e_test": curve.max_relative_deviation("e_test"),
         "max_rel_dev_E": curve.max_relative_deviation("E"),
         "max_rel_dev_rank": curve.max_relative_deviation("rank"),
+        "all_e_test_agree": bool(np.all(sm["e_test_ok"] == 1)),
+        "all_rank_agree": bool(np.all(sm["rank_ok"][np.isfinite(sm["rank_ok"])] == 1)),
+        "degenerate_runs": int(np.sum(sm["n_degenerate"])),
+        "checks": checks,
         "theory_failures": int(np.count_nonzero(curve.theory["result"])),
         "simulation_failures": int(np.count_nonzero(curve.simulation["result"])),
         "timings": curve.timings,
