@@ -157,3 +157,74 @@ def test_theory_batch_min_nuclear_norm_reference():
     assert (out["result"] == 0).all()
     np.testing.assert_allclose(out["E"], [2.126, 0.322], rtol=1e-3)
     np.testing.assert_allclose(out["rank"], [0.260, 0.542], atol=1e-3)
+
+
+def test_inverse_d_extrapolation_matches_numpy():
+    """Weighted 1/d fit: exact on E(d) = 2 + 3/d; estimate and standard error equal numpy's
+    weighted polyfit with the unscaled covariance (an independent implementation)."""
+    from qnr.sweep._curve import extrapolate_inverse_d
+
+    d = np.array([40.0, 60.0, 100.0, 140.0])
+    E_inf, se, b = extrapolate_inverse_d(1 / d, 2 + 3 / d, np.full(4, 0.01))
+    assert E_inf == pytest.approx(2.0, rel=1e-12) and b == pytest.approx(3.0, rel=1e-10)
+    rng = np.random.default_rng(1)
+    sem = np.array([0.05, 0.04, 0.03, 0.02])
+    means = 2 + 3 / d + sem * rng.standard_normal(4)
+    E_inf, se, b = extrapolate_inverse_d(1 / d, means, sem)
+    coef, cov = np.polyfit(1 / d, means, 1, w=1 / sem, cov="unscaled")
+    assert E_inf == pytest.approx(coef[1], rel=1e-10)
+    assert b == pytest.approx(coef[0], rel=1e-10)
+    assert se == pytest.approx(np.sqrt(cov[1, 1]), rel=1e-10)
+    assert np.isnan(extrapolate_inverse_d([0.1], [1.0], [0.1])[0])
+
+
+def test_qnr_curve_extrapolate_tiny(tmp_path, capsys):
+    """--extrapolate: simulations at every d, the per-alpha 1/d fit in the CSV/JSON equal
+    extrapolate_inverse_d of the per-d means, and the figure is written."""
+    from qnr.sweep._curve import extrapolate_inverse_d
+
+    out = tmp_path / "ex"
+    args = ["curve", "--extrapolate", "8,12", "--seeds", "3", "--alphas", "2"]
+    args += ["--alpha-min", "0.3", "--alpha-max", "0.6", "--theory-points", "4"]
+    args += ["--no-bayes", "--out", str(out), "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    _png_is_a_figure(out / "curve.png")
+    full = json.loads((out / "curve.json").read_text())
+    assert full["params"]["extrapolate_d"] == [8, 12]
+    ex = pacsv.read_csv(out / "curve_extrapolated.csv").to_pydict()
+    sims = pacsv.read_csv(out / "curve_simulation.csv").to_pydict()
+    d, a, E = (np.asarray(sims[k]) for k in ("d", "alpha", "E"))
+    assert set(d) == {8, 12} and len(E) == 2 * 2 * 3
+    for i, alpha in enumerate(ex["alpha"]):
+        m = [E[(d == dd) & (a == alpha)] for dd in (8, 12)]
+        fit = extrapolate_inverse_d(
+            [1 / 8, 1 / 12], [v.mean() for v in m], [v.std(ddof=1) / np.sqrt(v.size) for v in m]
+        )
+        assert ex["E"][i] == pytest.approx(fit[0], rel=1e-9)
+        assert ex["E_sem"][i] == pytest.approx(fit[1], rel=1e-9)
+        assert ex["e_test"][i] == pytest.approx((fit[0] + 0.05) / 2, rel=1e-9)
+    assert "all_e_test_agree" in summary and "degenerate_runs" in summary
+    assert main(["curve", "--extrapolate", "8", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_learning_curve_figure_marks_degenerate_and_applicable_thresholds():
+    """Points with non-unique minimisers get a labelled ring; with Delta > 0 only
+    alpha_inter is drawn (the noiseless thresholds are NaN and skipped)."""
+    from qnr.plot import plot_learning_curve
+
+    theory = {"alpha": np.array([0.1, 0.5]), "e_test": np.array([1.0, 0.1])}
+    theory.update(e_train=np.array([1e-3, 1e-3]), rank=np.array([0.3, 0.6]))
+    sim = {k: np.asarray(v) for k, v in theory.items()}
+    sim["n_degenerate"] = np.array([2, 0])
+    sim["n_ok"] = np.array([4, 4])
+    thr = {"alpha_BO": np.nan, "alpha_SR": np.nan, "alpha_inter": 0.3597}
+    fig = plot_learning_curve(theory, sim, thresholds=thr)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("non-unique minimiser" in t and "2/4" in t for t in labels)
+    assert any("inter" in t for t in labels)
+    assert not any("BO" in t or "SR" in t for t in labels)
+    sim["n_degenerate"] = np.array([0, 0])
+    fig = plot_learning_curve(theory, sim, thresholds=thr)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert not any("non-unique" in t for t in labels)

@@ -112,19 +112,20 @@ def summarise_seeds(alpha, values: dict[str, np.ndarray]) -> dict[str, np.ndarra
 
 def extrapolate_inverse_d(inv_d, means, sems) -> tuple[float, float, float]:
     """Weighted least squares ``v(d) = v_inf + b/d`` (weights ``1/sem^2``; points with a
-    non-finite mean or SE are dropped, a zero SE is floored at 1e-12 of the mean). Returns
+    non-finite mean or SE are dropped, SEs are floored at 1e-3 of the largest). Returns
     ``(v_inf, its standard error, b)``; NaN with fewer than two usable dimensions."""
     inv_d, means, sems = (np.asarray(x, float) for x in (inv_d, means, sems))
     ok = np.isfinite(means) & np.isfinite(sems)
     if ok.sum() < 2:
         return float("nan"), float("nan"), float("nan")
     x, m = inv_d[ok], means[ok]
-    s = np.maximum(sems[ok], 1e-12 * np.maximum(np.abs(m), 1e-300))
-    A = np.stack([np.ones_like(x), x], axis=1)
-    w = 1.0 / s**2
-    cov = np.linalg.inv(A.T @ (A * w[:, None]))
-    coef = cov @ (A.T @ (w * m))
-    return float(coef[0]), float(np.sqrt(cov[0, 0])), float(coef[1])
+    # a zero SE (all seeds equal, e.g. a rank at tiny d) gets a floor, not an infinite weight
+    floor = 1e-3 * max(float(np.max(sems[ok])), 1e-9 * max(float(np.max(np.abs(m))), 1.0))
+    s = np.maximum(sems[ok], floor)
+    A = np.stack([np.ones_like(x), x], axis=1) / s[:, None]
+    cov = np.linalg.pinv(A.T @ A)
+    coef = cov @ (A.T @ (m / s))
+    return float(coef[0]), float(np.sqrt(max(cov[0, 0], 0.0))), float(coef[1])
 
 
 def agreement(sim, sem, theory, rel: float = 0.05, n_se: float = 2.0) -> np.ndarray:
