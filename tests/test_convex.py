@@ -182,3 +182,48 @@ def test_bad_inputs(key):
         ERMProblem(data.y, data.y, 0.1)
     with pytest.raises(ValueError, match="rank"):
         solve_convex(prob, rank=1.5)
+
+
+@pytest.mark.parametrize(
+    "width, f32",
+    [(None, True), (None, False), (4, True)],  # width 4 is below the rank: the polish fixes it
+)
+def test_factorized_reaches_the_fista_optimum(key, width, f32):
+    """Factorized (L-BFGS on W W^T, then FISTA polish) and FISTA alone reach the same convex
+    optimum: same objective to the certified gap, same rank, and the KKT conditions hold."""
+    from qnr.sim import Factorized, duality_gap
+
+    d = 16
+    data, prob = problem_for(key, MarchenkoPastur(0.5), d, 0.35, 0.03, 0.1)
+    ref = solve_convex(prob, ProximalGradient(rtol=1e-12), S_star=data.S_star, noise=0.1)
+    sol = solve_convex(
+        prob,
+        Factorized(width=width, float32_products=f32, gap_tol=1e-8),
+        S_star=data.S_star,
+        noise=0.1,
+    )
+    assert bool(sol.converged)
+    assert int(sol.stats["factorized_steps"]) > 0
+    gap = float(duality_gap(prob, sol.Shat))
+    assert gap <= 1e-6
+    assert (float(sol.loss) - float(ref.loss)) / float(ref.loss) <= gap
+    assert float(sol.rank_fraction) == float(ref.rank_fraction)
+    assert float(sol.E) == pytest.approx(float(ref.E), rel=1e-4)
+    S = np.asarray(sol.Shat)
+    grad, _ = dense_data_grad(data.X, data.y, S)
+    G = grad + 0.03 / d * np.eye(d)
+    scale = np.abs(dense_data_grad(data.X, data.y, 0 * S)[0]).max()
+    assert np.linalg.eigvalsh(G)[0] >= -1e-6 * scale
+
+
+def test_gap_stopping_rule(key):
+    """gap_tol stops FISTA once the certified gap is met, in fewer steps than the residual
+    test, and the returned gap is <= gap_tol."""
+    d = 14
+    _, prob = problem_for(key, MarchenkoPastur(0.5), d, 0.4, 0.05, 0.1)
+    tight = solve_convex(prob, ProximalGradient(rtol=1e-12))
+    loose = solve_convex(prob, ProximalGradient(rtol=1e-12, gap_tol=1e-5))
+    assert bool(loose.converged)
+    assert float(loose.stats["duality_gap"]) <= 1e-5
+    assert int(loose.iterations) < int(tight.iterations)
+    assert int(loose.iterations) % 10 == 0  # checked every check_every = 10 steps
