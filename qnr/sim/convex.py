@@ -1,4 +1,5 @@
-"""Convex (nuclear-norm) ERM solver: accelerated proximal gradient on the PSD cone.
+"""Convex (nuclear-norm) ERM solvers: accelerated proximal gradient on the PSD cone
+(:class:`ProximalGradient`) and a factorised start + proximal polish (:class:`Factorized`).
 
 THEORY.md section 1 (the nuclear route). Solves
 
@@ -18,13 +19,25 @@ FISTA (Beck & Teboulle 2009) with
 * adaptive gradient restart (O'Donoghue & Candes 2015): momentum is reset whenever
   ``<Y - S+, S+ - S> > 0``.
 
+Each step costs one forward product ``A(S+)`` per backtracking trial and ONE adjoint product:
+the adjoint at the extrapolated point is the same combination of the adjoints at ``S+`` and
+``S`` (``A`` is linear), and the adjoint at ``S+`` also feeds the duality-gap certificate.
+
 Stopping rule: the fixed-point residual ``||S+ - Y||_F <= atol sqrt(d) + rtol ||S+||_F``
-(``L (Y - S+)`` is the gradient mapping; it vanishes exactly at KKT points). The returned
+(``L (Y - S+)`` is the gradient mapping; it vanishes exactly at KKT points), or, with
+``gap_tol > 0``, the certified relative duality gap (:func:`duality_gap`). The returned
 ``stats`` report the residual, ``L`` and, for the convex (rank-unconstrained) problem, the
 relative duality gap of the dual certificate ``u = r/(2n)`` rescaled to feasibility
 (dual: ``max_u <u, y> - n ||u||^2`` s.t. ``A^* u <= (lam/d) I``).
 
 ``lam = 0`` is PSD least squares (the prox is the projection onto the PSD cone).
+
+Which solver where: :class:`Factorized` is the default of the simulations (``"convex"`` in
+:func:`qnr.sim.make_solver`); FISTA alone (``"fista"``) remains the right choice for the
+rank-constrained problem (``rank < d``: no certificate, the factorised start adds nothing)
+and for tight fixed-point tolerances on tiny problems, and it is the polish phase of
+:class:`Factorized`. Every convex solve also returns the dual certificate of
+:func:`qnr.sim.dual_certificate` (``Shat`` may be one of many minimisers: ``degenerate``).
 """
 
 from __future__ import annotations
@@ -417,8 +430,13 @@ def solve_convex(
     ``rank``: optional bound ``rank S <= rank`` (an integer, or a traced integer under
     ``vmap``; ``rank >= d`` is no constraint). ``S0``: PSD starting point (default 0).
     ``S_star``/``noise``: the teacher and label-noise variance ``Delta``, for ``E`` and
-    ``e_test`` (NaN without ``S_star``). Returns an :class:`qnr.sim.ERMSolution`; its
-    ``result`` is ``successful`` when the fixed-point residual met the tolerance.
+    ``e_test`` (NaN without ``S_star``). ``solver``: :class:`ProximalGradient` (default) or
+    :class:`Factorized` (a non-zero ``S0`` then replaces its factorised start). Returns an
+    :class:`qnr.sim.ERMSolution`; its ``result`` is ``successful`` when the fixed-point
+    residual or the duality gap met its tolerance; ``stats`` hold the certified
+    ``duality_gap`` and the dual certificate (``dual_rank``, ``face_dim``,
+    ``complementarity_deficit``, ``dual_min_eig``, ``residual_participation``), and
+    ``degenerate`` flags a non-unique minimiser (convex problem only).
 
     Example::
 
