@@ -54,6 +54,46 @@ def solve_cvxpy(data, lam: float, eps: float):
     return np.asarray(S.value), time.perf_counter() - t0, problem.status
 
 
+def format_table(rows, *, repeats: int, cvxpy_version: str | None, note: str = "") -> str:
+    """The markdown table of :func:`main`'s rows (dicts as printed while it runs)."""
+    import jax
+
+    lines = [
+        "# bench_convex: nuclear-norm ERM, Factorized (L-BFGS on W W^T + FISTA polish) vs FISTA",
+        "",
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores (shared with other jobs while it ran); "
+        f"jax {jax.__version__} ({jax.default_backend()}); OpenBLAS threads "
+        f"{os.environ.get('OPENBLAS_NUM_THREADS')}; cvxpy "
+        f"{cvxpy_version or 'not installed'}.",
+        "Instances: MP teacher kappa* = 0.5, alpha = 0.5, lam = 0.05, Delta = 0.1 (float64). Both "
+        f"solvers stop at the certified relative duality gap <= {GAP:g}. Times: median of "
+        f"{repeats} compiled runs (1 at d >= 400); first call includes compilation.",
+        "",
+        "| d | n | Factorized s | first call s | steps (L-BFGS + polish) | gap | FISTA s "
+        "| FISTA steps | FISTA gap | FISTA / Factorized | (F_fista - F_fact)/F | rank "
+        "| CVXPY (SCS) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        est = " (est.)" if r["fista_est"] else ""
+        rel = (r["F_fista"] - r["F_fact"]) / r["F_fact"]
+        lines.append(
+            f"| {r['d']} | {r['n']} | {r['t_fact']:.2f} | {r['first']:.1f} | {r['steps']} | "
+            f"{r['gap_fact']:.1e} | {r['t_fista']:.2f}{est} | {r['fista_steps']} | "
+            f"{r['gap_fista']:.1e} | {r['t_fista'] / r['t_fact']:.1f}x{est} | {rel:.1e} | "
+            f"{r['rank']:.3f} | {r['cvxpy']} |"
+        )
+    lines += [
+        "",
+        "Both objectives are certified to the same gap; their difference is within it. CVXPY "
+        "needs the dense n x d^2 sensing matrix (6.4 GB at d = 200), so it only runs at d <= 40.",
+        "The machine is shared with other jobs: treat ratios, not absolute values, as the result.",
+    ]
+    if note:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
@@ -133,38 +173,9 @@ def main(argv=None):
         rows.append(row)
         print(row, flush=True)
 
-    lines = [
-        "# bench_convex: nuclear-norm ERM, Factorized (L-BFGS on W W^T + FISTA polish) vs FISTA",
-        "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores (shared with other jobs while it ran); "
-        f"jax {jax.__version__} ({jax.default_backend()}); OpenBLAS threads "
-        f"{os.environ.get('OPENBLAS_NUM_THREADS')}; cvxpy "
-        f"{'not installed' if cp is None else cp.__version__}.",
-        "Instances: MP teacher kappa* = 0.5, alpha = 0.5, lam = 0.05, Delta = 0.1 (float64). Both "
-        f"solvers stop at the certified relative duality gap <= {GAP:g}. Times: median of "
-        f"{args.repeats} compiled runs (1 at d >= 400); first call includes compilation.",
-        "",
-        "| d | n | Factorized s | first call s | steps (L-BFGS + polish) | gap | FISTA s "
-        "| FISTA steps | FISTA gap | FISTA / Factorized | (F_fista - F_fact)/F | rank "
-        "| CVXPY (SCS) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        est = " (est.)" if r["fista_est"] else ""
-        rel = (r["F_fista"] - r["F_fact"]) / r["F_fact"]
-        lines.append(
-            f"| {r['d']} | {r['n']} | {r['t_fact']:.2f} | {r['first']:.1f} | {r['steps']} | "
-            f"{r['gap_fact']:.1e} | {r['t_fista']:.2f}{est} | {r['fista_steps']} | "
-            f"{r['gap_fista']:.1e} | {r['t_fista'] / r['t_fact']:.1f}x{est} | {rel:.1e} | "
-            f"{r['rank']:.3f} | {r['cvxpy']} |"
-        )
-    lines += [
-        "",
-        "Both objectives are certified to the same gap; their difference is within it. CVXPY "
-        "needs the dense n x d^2 sensing matrix (6.4 GB at d = 200), so it only runs at d <= 40.",
-        "The machine is shared with other jobs: treat ratios, not absolute values, as the result.",
-    ]
-    text = "\n".join(lines) + "\n"
+    text = format_table(
+        rows, repeats=args.repeats, cvxpy_version=None if cp is None else cp.__version__
+    )
     if not args.quick:
         write_result("bench_convex", text)
     print(text)
