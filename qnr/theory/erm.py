@@ -574,13 +574,24 @@ def solve_erm(problem: ERMProblem, solver: ERMSolver | None = None, init=None) -
         & (residual <= solver.residual_tol)
     )
     solve_result = RESULTS.where(perfect, RESULTS.successful, solve_result)
+    if problem.atoms is not None:
+        # the discrete teacher's quadrature resolves at most max_intervals support intervals
+        law = problem.law(jnp.where(ok & (xi > 0), xi, 1.0))
+        unresolved = (law.num_gaps() > law.max_intervals - 1) & ~perfect
+        invariants = invariants & ~unresolved
+    else:
+        unresolved = jnp.asarray(False)
     result = RESULTS.where(
         ~ok,
         solve_result,
         RESULTS.where(
-            ~finite,
-            RESULTS.nonfinite,
-            RESULTS.where(invariants, RESULTS.successful, RESULTS.invariant_violated),
+            unresolved,
+            RESULTS.quadrature_unresolved,
+            RESULTS.where(
+                ~finite,
+                RESULTS.nonfinite,
+                RESULTS.where(invariants, RESULTS.successful, RESULTS.invariant_violated),
+            ),
         ),
     )
     good = result == RESULTS.successful
