@@ -400,6 +400,8 @@ def _solve_convex(problem, solver, rank, S0, S_star, noise, rank_rtol):
         RESULTS.where(finite, RESULTS.max_steps_reached, RESULTS.nonfinite),
     )
     gap = jnp.where(rank >= d, duality_gap(problem, S), jnp.nan)
+    # the eigh of make_solution runs after the gap's (see qnr.sim.erm.dual_certificate)
+    S, gap = jax.lax.optimization_barrier((S, gap))
     stats.update(residual=out["res"], lipschitz=out["L"], restarts=out["restarts"], duality_gap=gap)
     return make_solution(
         problem,

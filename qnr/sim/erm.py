@@ -18,6 +18,7 @@ Both :func:`qnr.sim.solve_convex` and :func:`qnr.sim.train_network` return an
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
@@ -157,6 +158,10 @@ def dual_certificate(
     dtype = S.dtype
     r = problem.residual(S)
     M = problem.data_grad(S) + problem.lam / d * jnp.eye(d, dtype=dtype)
+    # serialise with the eigen-decomposition that gave rank_S: two independent batched eighs
+    # (vmapped over seeds) run concurrently by XLA's CPU thunk executor can deadlock in
+    # jaxlib's LAPACK ParallelBatchMap on a small thread pool (observed on 2 cores)
+    M, _ = jax.lax.optimization_barrier((M, jnp.asarray(rank_S)))
     mu = jnp.linalg.eigvalsh((M + M.T) / 2)
     top = jnp.maximum(mu[-1], jnp.finfo(dtype).tiny)
     dual_rank = jnp.sum(mu > rank_rtol * top).astype(jnp.int32)
