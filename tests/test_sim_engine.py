@@ -12,7 +12,7 @@ from qnr.sim import run_key, simulate, simulate_grid
 from qnr.sim.grid import run_data
 from qnr.teachers import MarchenkoPastur
 
-D, ALPHAS, LAM, DELTA, SEEDS = 10, (0.2, 0.4), 0.05, 0.1, (0, 1)
+D, ALPHAS, LAM, DELTA, SEEDS = 10, (0.5, 0.8), 0.05, 0.1, (0, 1)  # unique minimisers
 
 
 def _cli(argv, capsys, code=0):
@@ -43,7 +43,7 @@ def test_three_entry_points_give_identical_results(tmp_path, capsys):
     curve = learning_curve(
         lam=LAM,
         delta=DELTA,
-        alphas_theory=np.array([0.2, 0.4]),
+        alphas_theory=np.array(ALPHAS),
         alphas_sim=np.array(ALPHAS),
         d=D,
         seeds=len(SEEDS),
@@ -52,20 +52,21 @@ def test_three_entry_points_give_identical_results(tmp_path, capsys):
     sim = curve.simulation
     for i, (a, lam) in enumerate(zip(a_grid, lam_grid)):
         rows = df[(df["alpha"] == a) & (df["lam"] == lam)].sort_values("seed")
-        exact = 1e-13 if lam > 1 else 1e-5
+        exact = 1e-13 if lam > 1 else 1e-4  # certified gap 1e-5
         np.testing.assert_allclose(rows["E"], grid.E[i], rtol=exact, err_msg=f"sweep {a} {lam}")
         np.testing.assert_allclose(rows["rank"], grid.rank_fraction[i], atol=1e-12)
         if lam == LAM:
             curve_E = sim["E"][sim["alpha"] == a]
-            np.testing.assert_allclose(curve_E, grid.E[i], rtol=1e-5, err_msg=f"curve {a}")
+            np.testing.assert_allclose(curve_E, grid.E[i], rtol=1e-4, err_msg=f"curve {a}")
     # qnr simulate at the largest alpha (the same sample allocation as the grid)
     out = _cli(
-        ["simulate", "--alpha", "0.4", "--lam", str(LAM), "--delta", str(DELTA)]
+        ["simulate", "--alpha", "0.8", "--lam", str(LAM), "--delta", str(DELTA)]
         + ["--d", str(D), "--seeds", "2", "--json"],
         capsys,
     )
-    assert out["E_mean"] == pytest.approx(float(np.mean(grid.E[2])), rel=1e-5)
+    assert out["E_mean"] == pytest.approx(float(np.mean(grid.E[2])), rel=1e-4)
     assert out["rank_mean"] == pytest.approx(float(np.mean(grid.rank_fraction[2])), abs=1e-12)
+    assert not np.any(grid.degenerate[::2])
     # a different seed is a different teacher
     assert np.all(np.diff(grid.E[1]) != 0)
 
