@@ -63,3 +63,15 @@ def test_points_and_alpha_are_exclusive(tmp_path, capsys):
     path = _write(tmp_path, "alpha,kappa_star,kappa,lam,delta\n0.3,0.5,,0.05,0\n")
     assert main(["erm-theory", "--points", path, "--alpha", "0.3"]) == 2
     assert "exactly one of --alpha" in capsys.readouterr().err
+
+
+def test_threshold_points_match_theory_values(tmp_path, capsys):
+    """THEORY.md section 3: alpha_SR(0.1, 0.5, 0.9) = 0.157572, 0.422175, 0.497405;
+    alpha_inter(kappa* 0.5, Delta 0.1) = 0.3597; the Delta -> 0+ limit 1/4 + k/2 - k^2/4."""
+    path = _write(tmp_path, "kappa_star,kappa,delta\n0.1,,0\n0.5,,0.1\n0.9,,0\n")
+    assert main(["thresholds", "--points", path, "--json"]) == 0
+    pts = json.loads(capsys.readouterr().out)["points"]
+    for p, sr in zip(pts, (0.157572, 0.422175, 0.497405), strict=True):
+        assert abs(p["alpha_SR"] - sr) < 2e-6 and p["converged"]
+    assert abs(pts[1]["alpha_inter"] - 0.3597) < 1e-4
+    assert abs(pts[0]["alpha_inter"] - (0.25 + 0.05 - 0.0025)) < 1e-9

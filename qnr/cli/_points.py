@@ -1,4 +1,5 @@
-"""Batches of theory points from a CSV file (``qnr erm-theory --points FILE``).
+"""Batches of theory points from a CSV file (``qnr erm-theory --points FILE``,
+``qnr thresholds --points FILE``).
 
 Reading and validation are pure Python (a bad file is refused before JAX is imported). Rows
 are grouped by what is static for the compiled program (teacher kind, and for the power law
@@ -14,7 +15,7 @@ import math
 import time
 from pathlib import Path
 
-__all__ = ["read_points", "solve_points"]
+__all__ = ["read_points", "solve_points", "read_threshold_points", "solve_threshold_points"]
 
 _REQUIRED = ("alpha", "kappa_star", "kappa", "lam", "delta")
 _OPTIONAL = ("teacher", "gamma", "d")
@@ -162,6 +163,95 @@ def solve_points(rows: list[dict], *, text_csv: bool) -> dict:
         buf = io.StringIO()
         fields = list(results[0].keys())
         writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for r in results:
+            writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
+        report["_text"] = buf.getvalue()
+    return report
+
+
+_THRESHOLD_COLUMNS = ("kappa_star", "kappa", "delta")
+
+
+def read_threshold_points(path) -> list[dict]:
+    """Rows of a thresholds CSV (``kappa_star, kappa`` (empty: unconstrained), ``delta``)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"--points {str(path)!r} is not a readable file")
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in _THRESHOLD_COLUMNS if c not in cols]
+        if missing:
+            raise ValueError(f"--points: missing column(s) {', '.join(missing)} (have {cols})")
+        unknown = [c for c in cols if c not in _THRESHOLD_COLUMNS]
+        if unknown:
+            raise ValueError(f"--points: unknown column(s) {', '.join(unknown)}")
+        rows = []
+        for line, raw in enumerate(reader, start=2):
+            raw = {(k or "").strip(): v for k, v in raw.items()}
+            row = dict(
+                kappa_star=_number(raw["kappa_star"], "kappa_star", line, gt=0),
+                kappa=_number(raw["kappa"], "kappa", line, gt=0, allow_empty=True),
+                delta=_number(raw["delta"], "delta", line, ge=0),
+            )
+            rows.append(row)
+            if len(rows) > _MAX_ROWS:
+                raise ValueError(f"--points: more than {_MAX_ROWS} rows")
+    if not rows:
+        raise ValueError("--points: the file has no data rows")
+    return rows
+
+
+def solve_threshold_points(rows: list[dict], *, text_csv: bool) -> dict:
+    """``alpha_BO, alpha_SR, kappa_min, alpha_inter, xi_bar`` for every row, vectorised (one
+    program per threshold kind); ``alpha_inter`` at ``delta = 0`` is the ``Delta -> 0+`` limit."""
+    import numpy as np
+
+    from qnr._results import result_names
+    from qnr.theory import thresholds as th
+
+    t0 = time.perf_counter()
+    ks = np.asarray([r["kappa_star"] for r in rows])
+    kap = np.asarray([np.inf if r["kappa"] is None else r["kappa"] for r in rows])
+    delta = np.asarray([r["delta"] for r in rows])
+    sr = th.strong_recovery(ks, kap)
+    a_bo = np.asarray(th.alpha_bo(ks))
+    a_inter = np.full(len(rows), np.nan)
+    xi_bar = np.zeros(len(rows))
+    ok_inter = np.ones(len(rows), bool)
+    noisy = delta > 0
+    if noisy.any():
+        inter = th.interpolation_threshold(delta[noisy], ks[noisy], kap[noisy])
+        a_inter[noisy] = np.asarray(inter.alpha_inter)
+        xi_bar[noisy] = np.asarray(inter.xi_bar)
+        ok_inter[noisy] = np.asarray(inter.result._value) == 0
+    if (~noisy).any():
+        a_inter[~noisy] = np.asarray(th.alpha_inter_noiseless(ks[~noisy], kap[~noisy]))
+    names = result_names(sr.result)
+    results = []
+    for i, r in enumerate(rows):
+        ok = names[i] == "successful" and bool(ok_inter[i])
+        results.append(
+            dict(
+                r,
+                alpha_BO=float(a_bo[i]),
+                alpha_SR=float(np.asarray(sr.alpha_SR)[i]),
+                kappa_min=float(np.asarray(sr.kappa_min)[i]),
+                alpha_inter=float(a_inter[i]),
+                xi_bar=float(xi_bar[i]),
+                converged=ok,
+                result="successful" if ok else (names[i] if names[i] != "successful" else "failed"),
+            )
+        )
+    report = {
+        "points": results,
+        "timings": {"total_s": time.perf_counter() - t0},
+        "converged_fraction": sum(r["converged"] for r in results) / len(results),
+    }
+    if text_csv:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(results[0].keys()), lineterminator="\n")
         writer.writeheader()
         for r in results:
             writer.writerow({k: ("" if v is None else v) for k, v in r.items()})

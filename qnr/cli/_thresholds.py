@@ -21,8 +21,17 @@ def register(sub) -> None:
     p.add_argument(
         "--kappa-star",
         type=real("kappa_star", gt=0),
-        required=True,
-        help="teacher width ratio kappa* > 0",
+        default=None,
+        help="teacher width ratio kappa* > 0 (one point; or --points FILE)",
+    )
+    p.add_argument(
+        "--points",
+        default=None,
+        metavar="FILE",
+        help=(
+            "CSV with columns kappa_star, kappa (empty: unconstrained), delta: every row at once; "
+            "prints a CSV, or with --json {points: [...], timings: {...}}"
+        ),
     )
     p.add_argument(
         "--kappa",
@@ -40,6 +49,13 @@ def register(sub) -> None:
 
 
 def check(args) -> None:
+    if (args.kappa_star is None) == (args.points is None):
+        raise ValueError("give exactly one of --kappa-star (one point) or --points FILE (a batch)")
+    if args.points is not None:
+        from qnr.cli._points import read_threshold_points
+
+        args.point_rows = read_threshold_points(args.points)
+        return
     if args.delta == 0 and args.kappa is not None and args.kappa < min(args.kappa_star, 1.0):
         raise ValueError(
             f"--kappa {args.kappa:g} < min(kappa_star, 1) = {min(args.kappa_star, 1.0):g}: the "
@@ -49,6 +65,10 @@ def check(args) -> None:
 
 def run(args) -> dict:
     setup_precision(args)
+    if args.points is not None:
+        from qnr.cli._points import solve_threshold_points
+
+        return solve_threshold_points(args.point_rows, text_csv=not args.json)
     import optimistix as optx
 
     from qnr._validate import check_nonnegative, check_positive
