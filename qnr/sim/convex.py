@@ -59,6 +59,7 @@ from qnr._validate import (
     check_size,
     is_concrete,
 )
+from qnr.sim import _linalg as _la
 from qnr.sim.erm import RANK_RTOL, RESULTS, ERMProblem, ERMSolution, make_solution
 from qnr.sim.sensing import adjoint_sensing, apply_sensing
 
@@ -164,7 +165,7 @@ def _bm_phase(problem: ERMProblem, solver: Factorized, width: int, rank):
 
     # spectral start: the PSD part of (d/(2n)) A^*(y), an unbiased estimate of S*
     Y0 = adjoint_sensing(X, mask * y) * (d / (2 * n))
-    w, U = jnp.linalg.eigh((Y0 + Y0.T) / 2)
+    w, U = _la.eigh((Y0 + Y0.T) / 2)
     w, U = w[::-1][:width], U[:, ::-1][:, :width]
     W0 = U * jnp.sqrt(jnp.maximum(w, 0.0))[None, :] * col_mask
     opt = optax.lbfgs(memory_size=solver.memory_size)
@@ -195,7 +196,7 @@ def psd_prox(
 
     Returns the matrix and its eigenvalues (in increasing order, as ``eigh``)."""
     d = V.shape[-1]
-    w, U = jnp.linalg.eigh((V + V.T) / 2)
+    w, U = _la.eigh((V + V.T) / 2)
     w = jnp.maximum(w - threshold, 0.0)
     if rank is not None:
         from_top = d - 1 - jnp.arange(d)
@@ -330,7 +331,7 @@ def _gap(problem: ERMProblem, S, r, Ar) -> Array:
     """Relative gap at ``S`` from its masked residual ``r`` and ``Ar = A^*(r)``."""
     n = problem.n
     u = r / (2 * n)
-    lam_max = jnp.linalg.eigvalsh(Ar / (2 * n))[-1]
+    lam_max = _la.eigvalsh(Ar / (2 * n))[-1]
     bound = problem.lam / problem.d
     c = jnp.where(lam_max > bound, bound / jnp.maximum(lam_max, jnp.finfo(S.dtype).tiny), 1.0)
     dual = c * jnp.sum(u * problem.y) - n * c**2 * jnp.sum(u**2)

@@ -26,6 +26,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from qnr._validate import check_nonnegative, check_shape, is_concrete
 from qnr.model import matrix_error, test_error
+from qnr.sim import _linalg as _la
 from qnr.sim.data import Dataset
 from qnr.sim.sensing import adjoint_sensing, apply_sensing
 
@@ -162,7 +163,7 @@ def dual_certificate(
     # (vmapped over seeds) run concurrently by XLA's CPU thunk executor can deadlock in
     # jaxlib's LAPACK ParallelBatchMap on a small thread pool (observed on 2 cores)
     M, _ = jax.lax.optimization_barrier((M, jnp.asarray(rank_S)))
-    mu = jnp.linalg.eigvalsh((M + M.T) / 2)
+    mu = _la.eigvalsh((M + M.T) / 2)
     top = jnp.maximum(mu[-1], jnp.finfo(dtype).tiny)
     dual_rank = jnp.sum(mu > rank_rtol * top).astype(jnp.int32)
     k = d - dual_rank
@@ -243,7 +244,7 @@ def make_solution(
     """Compute the metrics of an estimate ``Shat`` and pack an :class:`ERMSolution`."""
     d = problem.d
     Shat = (Shat + Shat.T) / 2
-    eig = jnp.linalg.eigvalsh(Shat)[::-1]
+    eig = _la.eigvalsh(Shat)[::-1]
     if S_star is None:
         E = jnp.asarray(jnp.nan, Shat.dtype)
     else:
