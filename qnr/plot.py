@@ -148,7 +148,7 @@ def plot_learning_curve(
     ax_train.set_ylabel(r"training loss $e_{\rm train}$")
     ax_rank.set_ylabel(r"rank fraction $\mathrm{rank}(\hat S)/d$")
     ax_rank.set_ylim(0, 1.05)
-    ax_test.legend(fontsize=8)
+    ax_test.legend(fontsize=7, loc="upper right")
     if title:
         fig.suptitle(title)
     return fig
