@@ -40,7 +40,9 @@ def test_degenerate_small_d_is_flagged_and_really_non_unique(seed):
     d, alpha = 40, 0.1
     data, prob = _instance(seed, d, alpha)
     n = data.n
-    sol = solve_convex(prob, make_solver("convex", d, gap_tol=1e-6), S_star=data.S_star, noise=DELTA)
+    sol = solve_convex(
+        prob, make_solver("convex", d, gap_tol=1e-6), S_star=data.S_star, noise=DELTA
+    )
     assert bool(sol.converged)
     assert float(sol.stats["duality_gap"]) <= 1e-6
     assert bool(sol.degenerate)
@@ -64,7 +66,9 @@ def test_degenerate_small_d_is_flagged_and_really_non_unique(seed):
 def test_unique_minimiser_at_d100_is_not_flagged():
     d, alpha = 100, 0.1
     data, prob = _instance(0, d, alpha)
-    sol = solve_convex(prob, make_solver("convex", d, gap_tol=1e-6), S_star=data.S_star, noise=DELTA)
+    sol = solve_convex(
+        prob, make_solver("convex", d, gap_tol=1e-6), S_star=data.S_star, noise=DELTA
+    )
     assert bool(sol.converged)
     assert float(sol.stats["duality_gap"]) <= 1e-6
     assert not bool(sol.degenerate)
