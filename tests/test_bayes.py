@@ -169,7 +169,7 @@ def test_bayes_optimal_below_erm_theory():
         for Delta in (0.0, 0.1):
             problems, _ = erm_problem_grid(alphas, kappa_star=0.5, lam=lam, Delta=Delta)
             sol = solve_erm_curve(problems)  # warm-started along alpha
-            assert bool(jnp.all(sol.result == optx.RESULTS.successful))
+            assert bool(jnp.all(sol.converged))
             e_bo = np.asarray(bayes_optimal_error(alphas, 0.5, Delta))
             assert np.all(e_bo < np.asarray(sol.E)), (lam, Delta, e_bo, sol.E)
 
