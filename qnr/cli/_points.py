@@ -41,57 +41,74 @@ def _number(text: str, name: str, line: int, *, gt=None, ge=None, allow_empty=Fa
     return v
 
 
-def read_points(path) -> list[dict]:
-    """Rows of the CSV ``path`` as dicts with ``alpha, kappa_star, kappa (None: unconstrained),
-    lam, delta, teacher ('mp' | 'power-law'), gamma, d``; raises ``ValueError`` naming the
-    line and column for anything malformed."""
+def _read_rows(path, required: tuple, optional: tuple = ()):
+    """``(line, row)`` pairs of the CSV ``path`` (keys stripped), after checking that it is a
+    file with every ``required`` column and no column outside ``required + optional``."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ValueError(f"--points {str(path)!r} is not a readable file")
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         cols = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in _REQUIRED if c not in cols]
+        missing = [c for c in required if c not in cols]
         if missing:
             raise ValueError(f"--points: missing column(s) {', '.join(missing)} (have {cols})")
-        unknown = [c for c in cols if c not in _REQUIRED + _OPTIONAL]
+        unknown = [c for c in cols if c not in required + optional]
         if unknown:
             raise ValueError(f"--points: unknown column(s) {', '.join(unknown)}")
         rows = []
         for line, raw in enumerate(reader, start=2):
-            raw = {(k or "").strip(): v for k, v in raw.items()}
-            teacher = (raw.get("teacher") or "mp").strip().replace("_", "-").lower()
-            if teacher not in ("mp", "power-law"):
-                raise ValueError(f"--points line {line}: teacher must be mp or power-law")
-            row = dict(
-                alpha=_number(raw["alpha"], "alpha", line, gt=0),
-                kappa_star=_number(raw["kappa_star"], "kappa_star", line, gt=0, allow_empty=True),
-                kappa=_number(raw["kappa"], "kappa", line, gt=0, allow_empty=True),
-                lam=_number(raw["lam"], "lam", line, ge=0),
-                delta=_number(raw["delta"], "delta", line, ge=0),
-                teacher=teacher,
-                gamma=_number(raw.get("gamma"), "gamma", line, ge=0, allow_empty=True),
-                d=_number(raw.get("d"), "d", line, ge=1, allow_empty=True),
-            )
-            if row["kappa_star"] is None:
-                if teacher == "mp":
-                    raise ValueError(f"--points line {line}: kappa_star is required for mp")
-                row["kappa_star"] = 1.0  # the Python API's default for PowerLaw
-            if teacher == "power-law":
-                if row["d"] is None or row["d"] != int(row["d"]) or row["d"] > 100_000:
-                    raise ValueError(
-                        f"--points line {line}: d must be an integer in [1, 100000] for "
-                        "the power-law teacher"
-                    )
-                row["d"] = int(row["d"])
-                row["gamma"] = 1.0 if row["gamma"] is None else row["gamma"]
-            elif row["d"] is not None:
-                raise ValueError(f"--points line {line}: d applies to the power-law teacher only")
-            rows.append(row)
+            rows.append((line, {(k or "").strip(): v for k, v in raw.items()}))
             if len(rows) > _MAX_ROWS:
                 raise ValueError(f"--points: more than {_MAX_ROWS} rows")
     if not rows:
         raise ValueError("--points: the file has no data rows")
+    return rows
+
+
+def _csv_text(results: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(results[0].keys()), lineterminator="\n")
+    writer.writeheader()
+    for r in results:
+        writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def read_points(path) -> list[dict]:
+    """Rows of the CSV ``path`` as dicts with ``alpha, kappa_star, kappa (None: unconstrained),
+    lam, delta, teacher ('mp' | 'power-law'), gamma, d``; raises ``ValueError`` naming the
+    line and column for anything malformed."""
+    rows = []
+    for line, raw in _read_rows(path, _REQUIRED, _OPTIONAL):
+        teacher = (raw.get("teacher") or "mp").strip().replace("_", "-").lower()
+        if teacher not in ("mp", "power-law"):
+            raise ValueError(f"--points line {line}: teacher must be mp or power-law")
+        row = dict(
+            alpha=_number(raw["alpha"], "alpha", line, gt=0),
+            kappa_star=_number(raw["kappa_star"], "kappa_star", line, gt=0, allow_empty=True),
+            kappa=_number(raw["kappa"], "kappa", line, gt=0, allow_empty=True),
+            lam=_number(raw["lam"], "lam", line, ge=0),
+            delta=_number(raw["delta"], "delta", line, ge=0),
+            teacher=teacher,
+            gamma=_number(raw.get("gamma"), "gamma", line, ge=0, allow_empty=True),
+            d=_number(raw.get("d"), "d", line, ge=1, allow_empty=True),
+        )
+        if row["kappa_star"] is None:
+            if teacher == "mp":
+                raise ValueError(f"--points line {line}: kappa_star is required for mp")
+            row["kappa_star"] = 1.0  # the Python API's default for PowerLaw
+        if teacher == "power-law":
+            if row["d"] is None or row["d"] != int(row["d"]) or row["d"] > 100_000:
+                raise ValueError(
+                    f"--points line {line}: d must be an integer in [1, 100000] for "
+                    "the power-law teacher"
+                )
+            row["d"] = int(row["d"])
+            row["gamma"] = 1.0 if row["gamma"] is None else row["gamma"]
+        elif row["d"] is not None:
+            raise ValueError(f"--points line {line}: d applies to the power-law teacher only")
+        rows.append(row)
     return rows
 
 
@@ -160,13 +177,7 @@ def solve_points(rows: list[dict], *, text_csv: bool) -> dict:
         "converged_fraction": n_ok / len(results),
     }
     if text_csv:
-        buf = io.StringIO()
-        fields = list(results[0].keys())
-        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        for r in results:
-            writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
-        report["_text"] = buf.getvalue()
+        report["_text"] = _csv_text(results)
     return report
 
 
@@ -175,32 +186,14 @@ _THRESHOLD_COLUMNS = ("kappa_star", "kappa", "delta")
 
 def read_threshold_points(path) -> list[dict]:
     """Rows of a thresholds CSV (``kappa_star, kappa`` (empty: unconstrained), ``delta``)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ValueError(f"--points {str(path)!r} is not a readable file")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in _THRESHOLD_COLUMNS if c not in cols]
-        if missing:
-            raise ValueError(f"--points: missing column(s) {', '.join(missing)} (have {cols})")
-        unknown = [c for c in cols if c not in _THRESHOLD_COLUMNS]
-        if unknown:
-            raise ValueError(f"--points: unknown column(s) {', '.join(unknown)}")
-        rows = []
-        for line, raw in enumerate(reader, start=2):
-            raw = {(k or "").strip(): v for k, v in raw.items()}
-            row = dict(
-                kappa_star=_number(raw["kappa_star"], "kappa_star", line, gt=0),
-                kappa=_number(raw["kappa"], "kappa", line, gt=0, allow_empty=True),
-                delta=_number(raw["delta"], "delta", line, ge=0),
-            )
-            rows.append(row)
-            if len(rows) > _MAX_ROWS:
-                raise ValueError(f"--points: more than {_MAX_ROWS} rows")
-    if not rows:
-        raise ValueError("--points: the file has no data rows")
-    return rows
+    return [
+        dict(
+            kappa_star=_number(raw["kappa_star"], "kappa_star", line, gt=0),
+            kappa=_number(raw["kappa"], "kappa", line, gt=0, allow_empty=True),
+            delta=_number(raw["delta"], "delta", line, ge=0),
+        )
+        for line, raw in _read_rows(path, _THRESHOLD_COLUMNS)
+    ]
 
 
 def solve_threshold_points(rows: list[dict], *, text_csv: bool) -> dict:
@@ -250,10 +243,5 @@ def solve_threshold_points(rows: list[dict], *, text_csv: bool) -> dict:
         "converged_fraction": sum(r["converged"] for r in results) / len(results),
     }
     if text_csv:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(results[0].keys()), lineterminator="\n")
-        writer.writeheader()
-        for r in results:
-            writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
-        report["_text"] = buf.getvalue()
+        report["_text"] = _csv_text(results)
     return report
