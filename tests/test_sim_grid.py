@@ -125,25 +125,6 @@ def test_summary_and_failure_masking():
     np.testing.assert_allclose(ok.e_test, (ok.E + 0.05) / 2, rtol=1e-12)
 
 
-@pytest.mark.slow
-def test_convex_grid_matches_theory_reference():
-    """THEORY.md section 2 reference (MP, alpha=0.3, kappa*=0.5, lam=0.05, Delta=0):
-    E = 0.3796, e_train = 0.001444, rank = 0.501 -- reached by a 1/d extrapolation of the
-    seed-averaged simulation at d = 24, 36, 54."""
-    ds = np.array([24, 36, 54])
-    E, et, rk = [], [], []
-    for d in ds:
-        res = simulate(MarchenkoPastur(0.5), 0.3, None, 0.05, 0.0, d=int(d), seeds=8)
-        assert bool(np.all(res.converged))
-        E.append(np.mean(res.E))
-        et.append(np.mean(res.e_train))
-        rk.append(np.mean(res.rank_fraction))
-    fit = lambda v: np.polyfit(1 / ds, v, 1)[1]  # noqa: E731
-    assert fit(E) == pytest.approx(0.3796, rel=0.08)
-    assert fit(et) == pytest.approx(0.001444, rel=0.05)
-    assert fit(rk) == pytest.approx(0.501, abs=0.02)
-
-
 def test_bad_inputs():
     t = MarchenkoPastur(0.5)
     with pytest.raises(ValueError, match="alpha"):
