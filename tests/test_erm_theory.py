@@ -196,9 +196,7 @@ def test_grid_and_curve_helpers():
 
 def test_failure_is_a_result_code_and_nan():
     """A solve that cannot converge in 1 step reports failure and NaN outputs."""
-    sol = solve_erm(
-        ERMProblem(0.3, kappa_star=0.5, lam=0.05), ERMSolver(max_steps=1)
-    )
+    sol = solve_erm(ERMProblem(0.3, kappa_star=0.5, lam=0.05), ERMSolver(max_steps=1))
     assert sol.result == qnr.RESULTS.nonlinear_max_steps_reached
     assert np.isnan(float(sol.E)) and np.isnan(float(sol.xi))
 
