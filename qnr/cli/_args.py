@@ -33,6 +33,8 @@ from qnr._budget import (  # re-exported for the subcommands
 __all__ = [
     "real",
     "integer",
+    "add_teacher_flags",
+    "check_teacher_flags",
     "memory_limit",
     "step_limit",
     "check_memory",
@@ -112,3 +114,24 @@ def integer(name: str, *, ge: int | None = None, le: int | None = None, hint: st
 
     parse.__name__ = "integer"
     return parse
+
+
+def add_teacher_flags(p: argparse.ArgumentParser) -> None:
+    """``--teacher mp|power-law``, ``--gamma`` and ``--d`` (the power law's number of atoms),
+    shared by the theory commands; check them with :func:`check_teacher_flags`."""
+    p.add_argument("--teacher", default="mp", choices=["mp", "power-law"])
+    p.add_argument("--gamma", type=real("gamma", ge=0), default=1.0, help="power-law exponent")
+    p.add_argument(
+        "--d",
+        type=integer("d", ge=1, le=100_000),
+        default=None,
+        help="dimension (power-law teacher's atoms; <= 100000)",
+    )
+
+
+def check_teacher_flags(args) -> None:
+    """``--d`` is required for the power-law teacher and refused for mp (its d -> inf law)."""
+    if args.teacher == "mp" and args.d is not None:
+        raise ValueError("--d applies to the power-law teacher only (mp uses the d -> inf law)")
+    if args.teacher == "power-law" and args.d is None:
+        raise ValueError("--d is required for the power-law teacher")

@@ -3,7 +3,7 @@ file (``--points``, one compiled program per static group; THEORY.md section 2).
 
 from __future__ import annotations
 
-from qnr.cli._args import integer, real
+from qnr.cli._args import add_teacher_flags, check_teacher_flags, real
 from qnr.cli._common import add_common_flags, setup_precision
 
 
@@ -51,14 +51,7 @@ def register(sub) -> None:
     p.add_argument(
         "--delta", type=real("delta", ge=0), default=0.0, help="label-noise variance Delta >= 0"
     )
-    p.add_argument("--teacher", default="mp", choices=["mp", "power-law"])
-    p.add_argument("--gamma", type=real("gamma", ge=0), default=1.0, help="power-law exponent")
-    p.add_argument(
-        "--d",
-        type=integer("d", ge=1, le=100_000),
-        default=None,
-        help="dimension (power-law teacher's atoms; <= 100000)",
-    )
+    add_teacher_flags(p)
     p.set_defaults(func=run, check=check)
 
 
@@ -70,10 +63,7 @@ def check(args) -> None:
 
         args.point_rows = read_points(args.points)
         return
-    if args.teacher == "mp" and args.d is not None:
-        raise ValueError("--d applies to the power-law teacher only (mp uses the d -> inf law)")
-    if args.teacher == "power-law" and args.d is None:
-        raise ValueError("--d is required for the power-law teacher")
+    check_teacher_flags(args)
 
 
 def run(args) -> dict:
