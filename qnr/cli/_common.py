@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import threading
 import time
 from pathlib import Path
+
+from qnr._json import to_jsonable, to_jsonable_keep_nonfinite
 
 # Exit status of the ``qnr`` command (documented in README.md and ``qnr --help``).
 EXIT_OK = 0
@@ -117,41 +118,6 @@ def remove_created_dirs() -> None:
 # ---------------------------------------------------------------- JSON and text output
 
 
-def to_jsonable(value, _path: str = "", _nonfinite: dict | None = None):
-    """Convert numpy/JAX scalars and arrays to plain Python for ``json.dumps``.
-
-    Non-finite floats (NaN, +-inf) become ``None`` -- JSON has no such numbers; if
-    ``_nonfinite`` is a dict, the path of each replaced value is recorded there."""
-    if isinstance(value, dict):
-        return {
-            str(k): to_jsonable(v, f"{_path}.{k}" if _path else str(k), _nonfinite)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v, f"{_path}[]", _nonfinite) for v in value]
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        import numpy as np
-
-        arr = np.asarray(value)
-        plain = arr.tolist() if arr.ndim else arr.item()
-        return to_jsonable(plain, _path, _nonfinite)
-    if isinstance(value, float) and not math.isfinite(value):
-        if _nonfinite is not None:
-            text = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-            if _path.endswith("[]"):
-                counts = _nonfinite.setdefault(_path, {})
-                counts[text] = counts.get(text, 0) + 1
-            else:
-                _nonfinite[_path] = text
-        return None
-    return value
-
-
-def dumps(value) -> str:
-    """Strict JSON (``allow_nan=False``): never emits ``NaN`` / ``Infinity`` tokens."""
-    return json.dumps(to_jsonable(value), allow_nan=False)
-
-
 def _format(value) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
@@ -184,13 +150,6 @@ def emit(result: dict, args) -> None:
                 value = to_jsonable_keep_nonfinite(value)
             print(f"{key:<{width}}  {_format(value)}")
     sys.stdout.flush()
-
-
-def to_jsonable_keep_nonfinite(value):
-    import numpy as np
-
-    arr = np.asarray(value)
-    return arr.tolist() if arr.ndim else arr.item()
 
 
 def failure_summary(result: dict) -> str | None:

@@ -493,7 +493,7 @@ def write_curve(curve: LearningCurve, out: str | Path, *, stem: str = "curve") -
         "timings": curve.timings,
         "paths": paths,
     }
-    from qnr.cli._common import to_jsonable
+    from qnr._json import to_jsonable
 
     Path(paths["json"]).write_text(json.dumps(to_jsonable(summary), indent=2))
     return summary

@@ -155,7 +155,7 @@ def write_phase_diagram(pd: PhaseDiagram, out: str | Path, *, stem: str = "phase
             "json": str(out / f"{stem}.json"),
         },
     }
-    from qnr.cli._common import to_jsonable
+    from qnr._json import to_jsonable
 
     Path(summary["paths"]["json"]).write_text(json.dumps(to_jsonable(summary), indent=2))
     return summary
