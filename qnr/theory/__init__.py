@@ -1,8 +1,56 @@
 """Replica / state-evolution theory: ERM fixed points, thresholds, Bayes-optimal error and
 gradient-flow dynamics (THEORY.md sections 2-5)."""
 
-from qnr.theory.bayes import *  # noqa: E402, F401, F403 (public API: its __all__)
-from qnr.theory.design import *  # noqa: E402, F401, F403 (public API: its __all__)
-from qnr.theory.dynamics import *  # noqa: E402, F401, F403 (public API: its __all__)
-from qnr.theory.erm import *  # noqa: E402, F401, F403 (public API: its __all__)
-from qnr.theory.thresholds import *  # noqa: E402, F401, F403 (public API: its __all__)
+from qnr.theory.bayes import BayesOptimal as BayesOptimal
+from qnr.theory.bayes import BayesSolution as BayesSolution
+from qnr.theory.bayes import BayesSolver as BayesSolver
+from qnr.theory.bayes import alpha_perfect_recovery as alpha_perfect_recovery
+from qnr.theory.bayes import bayes_optimal_error as bayes_optimal_error
+from qnr.theory.bayes import mmse as mmse
+from qnr.theory.bayes import oracle_hilbert as oracle_hilbert
+from qnr.theory.bayes import solve_bayes_optimal as solve_bayes_optimal
+from qnr.theory.bayes import state_evolution as state_evolution
+from qnr.theory.bayes import zero_mass as zero_mass
+from qnr.theory.design import OptimalLam as OptimalLam
+from qnr.theory.design import optimal_lam as optimal_lam
+from qnr.theory.dynamics import PowerLawFit as PowerLawFit
+from qnr.theory.dynamics import RiccatiFlow as RiccatiFlow
+from qnr.theory.dynamics import RiccatiSolution as RiccatiSolution
+from qnr.theory.dynamics import RiccatiSolver as RiccatiSolver
+from qnr.theory.dynamics import fit_power_law as fit_power_law
+from qnr.theory.dynamics import heuristic_time_exponent as heuristic_time_exponent
+from qnr.theory.dynamics import heuristic_width_exponent as heuristic_width_exponent
+from qnr.theory.dynamics import limit_risk as limit_risk
+from qnr.theory.dynamics import log_times as log_times
+from qnr.theory.dynamics import population_risk_eig as population_risk_eig
+from qnr.theory.dynamics import riccati_rhs as riccati_rhs
+from qnr.theory.dynamics import solve_riccati as solve_riccati
+from qnr.theory.erm import BRANCH_GENERAL as BRANCH_GENERAL
+from qnr.theory.erm import BRANCH_NAMES as BRANCH_NAMES
+from qnr.theory.erm import BRANCH_PERFECT as BRANCH_PERFECT
+from qnr.theory.erm import BRANCH_TAU_ZERO as BRANCH_TAU_ZERO
+from qnr.theory.erm import DampedNewton as DampedNewton
+from qnr.theory.erm import ERMProblem as ERMProblem
+from qnr.theory.erm import ERMSolution as ERMSolution
+from qnr.theory.erm import ERMSolver as ERMSolver
+from qnr.theory.erm import ERMTerms as ERMTerms
+from qnr.theory.erm import LearnedSpectrum as LearnedSpectrum
+from qnr.theory.erm import erm_D as erm_D
+from qnr.theory.erm import erm_E as erm_E
+from qnr.theory.erm import erm_problem_grid as erm_problem_grid
+from qnr.theory.erm import erm_rank as erm_rank
+from qnr.theory.erm import erm_terms as erm_terms
+from qnr.theory.erm import learned_spectrum as learned_spectrum
+from qnr.theory.erm import solve_erm as solve_erm
+from qnr.theory.erm import solve_erm_curve as solve_erm_curve
+from qnr.theory.erm import solve_erm_grid as solve_erm_grid
+from qnr.theory.thresholds import InterpolationThreshold as InterpolationThreshold
+from qnr.theory.thresholds import StrongRecovery as StrongRecovery
+from qnr.theory.thresholds import alpha_bo as alpha_bo
+from qnr.theory.thresholds import alpha_inter as alpha_inter
+from qnr.theory.thresholds import alpha_inter_noiseless as alpha_inter_noiseless
+from qnr.theory.thresholds import alpha_sr as alpha_sr
+from qnr.theory.thresholds import interpolation_threshold as interpolation_threshold
+from qnr.theory.thresholds import kappa_min as kappa_min
+from qnr.theory.thresholds import semicircle_partial_moments as semicircle_partial_moments
+from qnr.theory.thresholds import strong_recovery as strong_recovery
