@@ -150,6 +150,13 @@ def test_conversions():
         (lambda k: qnr.sim.n_samples(0.0, 10), "alpha"),
         (lambda k: qnr.lambda_tilde_from_lam(-0.1, 1.0), "lam"),
         (lambda k: qnr.test_error(1.0, -0.1), "Delta"),
+        (lambda k: qnr.make_dataset(0, qnr.MarchenkoPastur(0.5), d=5, n=10), "key"),
+        (lambda k: qnr.make_dataset_from_matrix(7, np.eye(3), n=5), "key"),
+        (lambda k: qnr.theory.solve_erm("x"), "problem"),
+        (
+            lambda k: qnr.sim.simulate(qnr.MarchenkoPastur(0.5), 0.3, kappa=np.inf, solver="gd"),
+            "kappa",
+        ),
     ],
 )
 def test_bad_input_raises_naming_parameter(key, call, name):

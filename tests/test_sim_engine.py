@@ -134,3 +134,13 @@ def test_cli_init_scale_reaches_the_solver(capsys):
             MarchenkoPastur(0.5), 0.3, None, 0.05, 0.0, d=8, seeds=2, solver="lbfgs", init_scale=s
         )
         assert out["E_mean"] == pytest.approx(float(np.mean(ref.E)), rel=1e-9)
+
+
+def test_unbounded_kappa_is_no_rank_constraint():
+    """kappa = inf or 1e12 (convex solver) is the unconstrained problem, not an overflow."""
+    teacher = MarchenkoPastur(0.5)
+    kw = dict(lam=0.05, Delta=0.1, d=12, seeds=2)
+    ref = simulate(teacher, 0.5, kappa=None, **kw)
+    for kappa in (np.inf, 1e12):
+        res = simulate(teacher, 0.5, kappa=kappa, **kw)
+        np.testing.assert_allclose(res.E, ref.E, rtol=1e-12)

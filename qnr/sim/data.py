@@ -11,7 +11,14 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from qnr._validate import check_nonnegative, check_positive, check_psd, check_shape, check_size
+from qnr._validate import (
+    check_key,
+    check_nonnegative,
+    check_positive,
+    check_psd,
+    check_shape,
+    check_size,
+)
 from qnr.sim.sensing import apply_sensing
 from qnr.teachers import Teacher
 
@@ -46,6 +53,7 @@ def make_dataset_from_matrix(
 ) -> Dataset:
     """``n`` samples labelled by a given PSD teacher matrix ``S_star``."""
     n = check_size("n", n)
+    check_key("key", key)
     check_nonnegative("Delta", noise)
     S_star = jnp.asarray(S_star, dtype=dtype)
     if S_star.ndim != 2 or S_star.shape[0] != S_star.shape[1]:
@@ -71,6 +79,7 @@ def make_dataset(
     """
     d = check_size("d", d)
     n = check_size("n", n)
+    check_key("key", key)
     check_nonnegative("Delta", noise)
     if not isinstance(teacher, Teacher):
         raise ValueError(f"teacher must be a qnr Teacher, got {type(teacher).__name__}")

@@ -34,6 +34,7 @@ import optimistix as optx
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from qnr._validate import check_positive, check_psd, check_shape, check_size
+from qnr.sim import _linalg as _la
 from qnr.sim.online import _check_steps, _run_recorded
 
 __all__ = [
@@ -232,7 +233,7 @@ def factorized_sgd(
 
 def psd_projection(X: Float[Array, "d d"]) -> Float[Array, "d d"]:
     """Frobenius projection onto the PSD cone: ``V max(Lambda, 0) V^T``."""
-    lam, V = jnp.linalg.eigh((X + X.T) / 2)
+    lam, V = _la.eigh((X + X.T) / 2)
     return (V * jnp.maximum(lam, 0.0)[None, :]) @ V.T
 
 

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from qnr._validate import check_nonnegative, check_positive, check_size
+from qnr._validate import check_in_range, check_nonnegative, check_positive, check_size
 from qnr.sim.convex import Factorized, ProximalGradient, _solve_convex
 from qnr.sim.erm import RANK_RTOL, RESULTS, ERMProblem
 from qnr.sim.network import OPTIMIZERS, NetworkSolver, _train_network, init_weights
@@ -436,7 +436,11 @@ def simulate_grid(
     is_network = isinstance(solver, NetworkSolver)
     check_positive("alpha", alpha)
     if kappa is not None:
-        check_positive("kappa", kappa)
+        check_positive("kappa", kappa, allow_inf=not is_network)
+        if is_network:
+            check_in_range("kappa", kappa, 0, 1e6)  # width round(kappa d) neurons
+        else:  # kappa >= 1 is no rank constraint (also kappa = inf)
+            kappa = np.minimum(np.asarray(kappa, float), 1.0)
     check_nonnegative("lam", lam)
     check_nonnegative("Delta", Delta)
     if learning_rate is None:

@@ -35,6 +35,7 @@ import optimistix as optx
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from qnr._validate import check_psd, check_shape, check_size
+from qnr.sim import _linalg as _la
 
 __all__ = [
     "energy_barrier",
@@ -52,7 +53,7 @@ __all__ = [
 
 
 def _eigvalsh(S):
-    return jnp.linalg.eigvalsh((S + S.T) / 2)
+    return _la.eigvalsh((S + S.T) / 2)
 
 
 def energy_barrier(S_star: Float[Array, "d d"]) -> Float[Array, ""]:

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from qnr._validate import check_nonnegative, check_positive, check_shape, check_size
+from qnr.sim import _linalg as _la
 
 __all__ = [
     "RIEEstimate",
@@ -149,7 +150,7 @@ def rie(
     check_positive("delta", delta)
     check_nonnegative("eta_scale", eta_scale)
     delta = jnp.asarray(delta, Y.dtype)
-    lam, U = jnp.linalg.eigh(Y)
+    lam, U = _la.eigh(Y)
     if hilbert is None:
         H, dH = empirical_hilbert(lam, eta_scale)
     else:

@@ -12,6 +12,7 @@ compiled program serve several sample sizes.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -28,7 +29,10 @@ def apply_sensing(X: Float[Array, "n d"], S: Float[Array, "d d"]) -> Float[Array
 def adjoint_sensing(X: Float[Array, "n d"], r: Float[Array, " n"]) -> Float[Array, "d d"]:
     """``sum_mu r_mu Z_mu = (X^T diag(r) X - sum(r) I)/sqrt(d)``."""
     d = X.shape[-1]
-    G = (X.T * r[None, :]) @ X
+    # a materialised X^T: XLA:CPU runs the transposed-operand float64 product contracting over
+    # the long sample axis at about half speed (measured d = 200, n = 20000: 37 ms vs 20 ms)
+    XT = jax.lax.optimization_barrier(X.T)
+    G = XT @ (X * r[:, None])
     return (G - jnp.sum(r) * jnp.eye(d, dtype=X.dtype)) / jnp.sqrt(jnp.asarray(d, X.dtype))
 
 

@@ -506,7 +506,11 @@ def solve_erm(problem: ERMProblem, solver: ERMSolver | None = None, init=None) -
     perfect recovery where it holds, else ``tau = 0`` iff ``D(0, xi) < alpha``, else the
     interpolating branch.
     """
+    if not isinstance(problem, ERMProblem):
+        raise ValueError(f"problem must be a qnr.theory.ERMProblem, got {type(problem).__name__}")
     solver = _DEFAULT_SOLVER if solver is None else solver
+    if not isinstance(solver, ERMSolver):
+        raise ValueError(f"solver must be a qnr.theory.ERMSolver, got {type(solver).__name__}")
     dtype = problem.alpha.dtype
     if init is None:
         y0 = _to_y(*jnp.asarray([solver.xi0, solver.tau0], dtype=dtype))
