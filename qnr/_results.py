@@ -14,11 +14,6 @@ __all__ = ["RESULTS", "result_names"]
 class RESULTS(optx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     """``optimistix.RESULTS`` plus qnr's codes."""
 
-    quadrature_unresolved = (
-        "The support of rho_xi has more separate intervals than the discrete teacher's "
-        "quadrature resolves (max_intervals); the spectral integrals are not trusted. At small "
-        "xi each atom becomes its own interval: raise max_intervals or use the MP teacher."
-    )
     invariant_violated = (
         "The solution violates an invariant of its problem (E >= 0, 0 <= rank <= "
         "min(1, kappa), or its residual exceeds the tolerance); it is not returned."

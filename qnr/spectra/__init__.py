@@ -1,5 +1,9 @@
 """Spectral tools: free convolutions with a semicircle, Stieltjes/Hilbert transforms,
-supports and edge-aware quadrature (THEORY.md section 2).
+supports, exact spectral integrals and edge-aware quadrature (THEORY.md sections 2 and 6).
+
+Exact integrals (no quadrature; THEORY.md section 6): :func:`mp_integrals` for the MP teacher,
+:func:`atomic_integrals` for any discrete teacher (``teacher_atoms``), each returning the
+partial moments ``int_b x^j rho`` and ``int_b x^j H rho`` above and below a level ``b``.
 
 The central object is the law ``rho_xi = mu* boxplus semicircle(variance xi)``: the limiting
 eigenvalue density of ``Y = S* + sqrt(xi) G`` (``G`` a GOE matrix with semicircle on
@@ -33,6 +37,12 @@ import numpy as np
 
 from qnr._validate import check_positive, check_size, is_concrete
 from qnr.spectra._atomic import AtomicConvolution, atomic_law
+from qnr.spectra._atomic_exact import (
+    atomic_boundary_w,
+    atomic_integrals,
+    atomic_level_with_mass_above,
+    atomic_outer_edges,
+)
 from qnr.spectra._base import Quadrature, SemicircleConvolution, Support, theta_rule
 from qnr.spectra._mp import MPConvolution, mp_edge_quartic
 from qnr.spectra._mp_exact import (
@@ -57,6 +67,10 @@ __all__ = [
     "mp_boundary_g",
     "mp_integrals",
     "mp_level_with_mass_above",
+    "atomic_boundary_w",
+    "atomic_integrals",
+    "atomic_level_with_mass_above",
+    "atomic_outer_edges",
     "theta_rule",
 ]
 

@@ -26,8 +26,9 @@ Evaluation (THEORY.md section 6): for the MP teacher every integral is exact
 (:func:`qnr.spectra.mp_integrals`, no quadrature) and ``E`` is evaluated in its
 cancellation-free form ``E = xi + tau^2 + int_{-inf}^b (x^2 - tau^2) rho
 - 4 xi int_{-inf}^b (x - tau) H rho`` (relative accuracy ~1e-11 down to ``xi = 1e-12``); for
-discrete teachers (power law, user spectra) the integrals use the edge-aware quadrature of
-:class:`qnr.spectra.AtomicConvolution`.
+discrete teachers (power law, user spectra) the same integrals are exact too, in the
+subordination variable (:func:`qnr.spectra.atomic_integrals`, relative accuracy of ``E``
+~1e-11 down to ``xi = 1e-10``, any number of support intervals), with the same form of ``E``.
 
 Branches (``branch`` of :class:`ERMSolution`):
 
@@ -71,7 +72,8 @@ from qnr.spectra import (
     AtomicConvolution,
     MPConvolution,
     SemicircleConvolution,
-    convolved_law,
+    atomic_integrals,
+    atomic_level_with_mass_above,
     mp_integrals,
     mp_level_with_mass_above,
     teacher_atoms,
@@ -142,18 +144,21 @@ def _mp_terms(kappa_star, xi, tau, kappa, constrained: bool) -> ERMTerms:
     return ERMTerms(D=D, E=E, rank=i.m0_up, b=b, omega=omega)
 
 
-def _quadrature_terms(law: SemicircleConvolution, tau, kappa, constrained: bool) -> ERMTerms:
-    """Terms by the edge-aware quadrature of a discrete teacher's law."""
-    xi = law.xi
-    tau = jnp.asarray(tau, xi.dtype)
-    omega = _omega(law.level_with_mass_above, kappa, xi.dtype, constrained)
+def _atomic_terms(atoms, weights, xi, tau, kappa, constrained: bool) -> ERMTerms:
+    """Exact terms for a discrete teacher ``sum_i p_i delta_{t_i}`` (THEORY.md section 6,
+    :func:`qnr.spectra.atomic_integrals`), ``E`` in the same cancellation-free lower form as
+    for the MP teacher (``tau^2 int_b rho`` is the integral above ``b``, computed directly)."""
+    dtype = atoms.dtype
+    xi = jnp.asarray(xi, dtype)
+    tau = jnp.asarray(tau, dtype)
+    omega = _omega(
+        lambda m: atomic_level_with_mass_above(atoms, weights, xi, m), kappa, dtype, constrained
+    )
     b = jnp.maximum(tau, omega)
-    q = law.quadrature(b)
-    D = q.integrate(lambda x, r, h: (x - tau) * h * r)
-    i2 = q.integrate(lambda x, r, h: (tau * tau - x * x) * r)
-    rank = q.integrate(lambda x, r, h: r)
-    E = law.second_moment_teacher + i2 + 4 * xi * D
-    return ERMTerms(D=D, E=E, rank=rank, b=b, omega=omega)
+    i = atomic_integrals(atoms, weights, xi, b)
+    D = i.h1_up - tau * i.h0_up
+    E = xi + tau**2 * i.m0_up + i.m2_low - 4 * xi * (i.h1_low - tau * i.h0_low)
+    return ERMTerms(D=D, E=E, rank=i.m0_up, b=b, omega=omega)
 
 
 def erm_terms(
@@ -168,7 +173,8 @@ def erm_terms(
     """``D(tau, xi)``, ``E(tau, xi)`` and the rank ``rho_xi([b, inf))`` (THEORY.md section 2).
 
     ``teacher``: ``MarchenkoPastur`` (``d -> inf`` law, exact; ``d`` None) or any teacher with
-    its ``d`` atoms (``PowerLaw``, ``Spectrum``; quadrature). ``xi > 0``; ``tau >= 0``;
+    its ``d`` atoms (``PowerLaw``, ``Spectrum``; exact, subordination variable). ``n_nodes`` is
+    accepted for compatibility and unused (no quadrature). ``xi > 0``; ``tau >= 0``;
     ``kappa`` the student width ratio (None or ``>= 1``: no rank constraint). Differentiable in
     ``xi``, ``tau``, ``kappa`` and the teacher's parameters; jit/vmap-friendly.
     """
@@ -181,8 +187,8 @@ def erm_terms(
             teacher_atoms(teacher, d)  # raises the explanatory error
         xi = jnp.asarray(xi, jnp.result_type(teacher.kappa_star, float))
         return _mp_terms(teacher.kappa_star.astype(xi.dtype), xi, tau, kappa, constrained)
-    law = convolved_law(teacher, xi, d, n_nodes=n_nodes)
-    return _quadrature_terms(law, tau, kappa, constrained)
+    atoms, weights = teacher_atoms(teacher, d)
+    return _atomic_terms(atoms, weights, xi, tau, kappa, constrained)
 
 
 def erm_D(teacher, xi, tau, kappa=None, *, d=None, n_nodes=None) -> Array:
@@ -211,7 +217,8 @@ class ERMProblem(eqx.Module):
     ``rank_constrained`` (whether the ``kappa < 1`` path is compiled in; default: when a
     concrete ``kappa < 1`` or a traced one), ``lam_zero`` (whether the ``lam -> 0+`` branches
     are compiled in; default: when a concrete ``lam == 0`` or a traced one) and ``n_nodes``
-    (quadrature nodes for discrete teachers, see :func:`qnr.spectra.convolved_law`).
+    (quadrature nodes of :meth:`law`, used only by :func:`learned_spectrum`; the theory's
+    spectral integrals are exact for every teacher).
 
     Build with ``ERMProblem(alpha, teacher, lam=..., Delta=..., kappa=..., d=...)`` or
     ``ERMProblem(alpha, kappa_star=0.5, ...)`` for the MP teacher.
@@ -302,7 +309,7 @@ class ERMProblem(eqx.Module):
             xi = jnp.asarray(xi, self.alpha.dtype)
             k = self.teacher.kappa_star.astype(xi.dtype)
             return _mp_terms(k, xi, tau, self.kappa, self.rank_constrained)
-        return _quadrature_terms(self.law(xi), tau, self.kappa, self.rank_constrained)
+        return _atomic_terms(self.atoms, self.weights, xi, tau, self.kappa, self.rank_constrained)
 
     def rank_star(self) -> Array:
         """Rank fraction of the teacher, ``mu*((0, inf))`` (``min(kappa*, 1)`` for MP)."""
@@ -578,24 +585,13 @@ def solve_erm(problem: ERMProblem, solver: ERMSolver | None = None, init=None) -
         & (residual <= solver.residual_tol)
     )
     solve_result = RESULTS.where(perfect, RESULTS.successful, solve_result)
-    if problem.atoms is not None:
-        # the discrete teacher's quadrature resolves at most max_intervals support intervals
-        law = problem.law(jnp.where(ok & (xi > 0), xi, 1.0))
-        unresolved = (law.num_gaps() > law.max_intervals - 1) & ~perfect
-        invariants = invariants & ~unresolved
-    else:
-        unresolved = jnp.asarray(False)
     result = RESULTS.where(
         ~ok,
         solve_result,
         RESULTS.where(
-            unresolved,
-            RESULTS.quadrature_unresolved,
-            RESULTS.where(
-                ~finite,
-                RESULTS.nonfinite,
-                RESULTS.where(invariants, RESULTS.successful, RESULTS.invariant_violated),
-            ),
+            ~finite,
+            RESULTS.nonfinite,
+            RESULTS.where(invariants, RESULTS.successful, RESULTS.invariant_violated),
         ),
     )
     good = result == RESULTS.successful

@@ -1,0 +1,376 @@
+"""Exact spectral integrals of ``rho_xi = (sum_i p_i delta_{t_i}) boxplus semicircle(xi)`` for
+any discrete teacher (THEORY.md section 6): no quadrature.
+
+Subordination (Biane 1997): ``g(z) = G(w)`` with ``G(w) = sum_i p_i/(w - t_i)`` and
+``z = x(w) = w + xi G(w)``. On the real axis ``w_x = w(x + i0)`` lies in the closed upper
+half-plane (``Im g = -Im w/xi <= 0``), it is real off the support and runs from ``-inf`` to
+``+inf`` as ``x`` does. Since ``rho = -Im g/pi`` and ``H = Re g``,
+
+    ``int_b^inf x^j rho dx = -(1/pi) Im int x^j g dx``,
+    ``int_b^inf x^j H rho dx = -(1/(2 pi)) Im int x^j g^2 dx``,
+
+and ``int x^j g^m dx = int x(w)^j G(w)^m x'(w) dw`` has a rational integrand with poles at the
+atoms only. With ``delta_i = w - t_i``, the teacher constants
+``gamma_i = sum_{j != i} p_j/(t_i - t_j)``, ``gamma'_i = -sum_{j != i} p_j/(t_i - t_j)^2``,
+``mu_1 = sum p t`` and the sums ``P2 = sum p^2/delta``, ``W1 = int w G^2 dw``,
+``W3 = int G^3 dw`` (partial fractions of ``G^2``, ``w G^2``, ``G^3``; derived here, checked in
+the tests by differentiation and against adaptive quadrature) the antiderivatives are
+
+* ``m0``: ``A = sum p log delta + xi G^2/2``
+* ``m1``: ``A = w + sum p t log delta + xi w G^2/2 + xi (sum p gamma log delta - P2/2)
+  + xi^2 G^3/3``
+* ``m2``: ``A = w^2/2 + mu_1 w + sum p t^2 log delta + xi W1 + xi w^2 G^2/2 + xi^2 W3/3
+  + 2 xi^2 w G^3/3 + xi^3 G^4/4``
+* ``h0`` (``g^2``): ``A = 2 sum p gamma log delta - P2 + xi G^3/3``
+* ``h1``: ``A = W1 + 2 xi W3/3 + xi w G^3/3 + xi^2 G^4/4``
+
+with ``W1 = sum (p^2 + 2 p t gamma) log delta - sum p^2 t/delta`` and
+``W3 = sum 3 (p^2 gamma' + p gamma^2) log delta - sum p^3/(2 delta^2) - 3 sum p^2 gamma/delta``.
+Each is ``A = R(w) + sum_i c_i log(w - t_i)`` with a rational ``R`` (real on the real axis)
+and per-atom coefficients ``c_i`` (polynomials in ``xi``). The logarithms take the branch
+continuous on the closed upper half-plane, ``arg(w - t_i)`` in ``[0, pi]``; ``A`` is then
+continuous along the path ``w_x`` (gaps add nothing to ``Im A``), real at ``w -> +inf`` and
+``Im A(-inf) = pi sum c_i``. Hence only ``w_b`` matters:
+
+    ``int_b^inf = (1/pi) (Im R(w_b) + sum_i c_i arg(w_b - t_i))``,
+    ``int_{-inf}^b = (1/pi) (sum_i c_i arg(t_i - w_b) - Im R(w_b))``
+
+(``1/(2 pi)`` for the ``H`` integrals; ``arg(t_i - w) = pi - arg(w - t_i)`` is computed
+directly, without the subtraction). The totals ``sum c_i`` are ``1, mu_1, mu_2 + xi, 0, 1/2``.
+
+Organisation per atom (relative accuracy at small ``xi``): everything is evaluated in the
+variable ``delta = w - t_k`` anchored at the atom ``t_k`` nearest to ``Re w_b``, with
+``w - t_i = (t_k - t_i) + delta``; at small ``xi`` each atom is a semicircle of radius
+``~2 sqrt(xi p_k)`` and ``delta = O(sqrt(xi p_k))`` keeps full relative precision. No large
+residues are formed and subtracted: the coefficient of ``log delta_i`` of an atom at ``0`` is
+``O(xi)`` as it is, so the lower integrals (which the ERM error uses) keep relative accuracy
+about ``eps/sqrt(xi)`` (``~1e-11`` at ``xi = 1e-10``). Limitation: atoms closer than the local
+scale ``sqrt(xi p)`` enter through ``gamma ~ p/Delta t`` and ``gamma' ~ p/Delta t^2``; their
+``log`` terms cancel pairwise, costing about ``eps xi^2 p^3/Delta t^2`` absolute (negligible for
+the power law at ``d <= 800``, ``xi <= 1e3``).
+
+The root ``w_b`` of ``w + xi G(w) = b``: first Biane's parametrisation of the real axis by
+``u = Re w`` (``x(u)`` is a continuous increasing bijection; ``v = Im w = 0`` where
+``F(u) = xi sum p/(u - t)^2 <= 1``, else ``v^2`` solves ``xi sum p/((u - t)^2 + v^2) = 1``, by
+Newton on the concave ``1/(xi S(v^2)) - 1`` from a point left of its root, so that it
+converges monotonically), solved by bracketed Newton in ``u``; then complex Newton steps in the
+anchored ``delta`` (full relative precision); gradients (in ``xi``, ``b``, the atoms and the
+weights) through one Newton step with live parameters (implicit function theorem).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+from qnr.spectra._mp_exact import MPIntegrals
+from qnr.spectra._roots import newton_polish, safe_newton
+
+__all__ = [
+    "atomic_boundary_w",
+    "atomic_integrals",
+    "atomic_level_with_mass_above",
+    "atomic_outer_edges",
+]
+
+
+def _cdt(dtype):
+    return jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
+
+
+def teacher_constants(t, p):
+    """``gamma_i = sum_{j != i} p_j/(t_i - t_j)`` and ``gamma'_i = -sum_{j != i}
+    p_j/(t_i - t_j)^2`` (``O(n^2)``; distinct atoms)."""
+    n = t.shape[-1]
+    diff = t[:, None] - t[None, :]
+    eye = jnp.eye(n, dtype=bool)
+    inv = jnp.where(eye, 0.0, 1 / jnp.where(eye, 1.0, diff))
+    return inv @ p, -((inv * inv) @ p)
+
+
+# --------------------------------------------------------------------------- Biane's u-map
+def _v2_of_u(u, t, p, xi):
+    """``s = v(u)^2``: ``0`` where ``F(u) <= 1``, else the root of ``xi S(s) = 1``,
+    ``S(s) = sum p/((u - t)^2 + s)``. ``1/(xi S)`` is concave increasing in ``s`` (a harmonic
+    mean of affine functions), so Newton from ``s0 = max(0, max_i (xi p_i - a_i^2))`` (left of
+    the root: one term alone is below the sum) converges monotonically. Returns ``(s, F)``."""
+    a2 = (u[..., None] - t) ** 2
+    s0 = jnp.maximum(jnp.max(xi[..., None] * p - a2, axis=-1), 0.0)
+    xi_ = xi
+
+    def psi(s):
+        q = a2 + s[..., None]
+        S = jnp.sum(p / q, axis=-1)
+        M2 = jnp.sum(p / (q * q), axis=-1)
+        return 1 / (xi_ * S) - 1, M2 / (xi_ * S * S)
+
+    f0, _ = psi(s0)
+    on = f0 < 0
+
+    def cond(c):
+        i, _, done = c
+        return (i < 60) & ~jnp.all(done)
+
+    def body(c):
+        i, s, done = c
+        f, df = psi(s)
+        step = jnp.where(df > 0, -f / jnp.where(df > 0, df, 1.0), 0.0)
+        step = jnp.where(jnp.isfinite(step), jnp.maximum(step, 0.0), 0.0)
+        s_new = jnp.where(done, s, s + step)
+        done = done | (step <= 1e-15 * s_new) | (f >= 0)
+        return i + 1, s_new, done
+
+    _, s, _ = lax.while_loop(cond, body, (jnp.asarray(0), s0, ~on))
+    F = xi * jnp.sum(p / jnp.where(a2 > 0, a2, 1e-300), axis=-1)
+    return jnp.where(on, s, 0.0), F
+
+
+def _x_of_u(u, t, p, xi):
+    """``x(u)``, ``v(u)``, ``dx/du`` of Biane's parametrisation (``dx/du = 1 - F`` off the
+    support, ``2 xi (s M2 + M1^2/M2)`` on it; ``M_j = sum p a^(2-j)/q^2``, ``q = a^2 + s``)."""
+    s, F = _v2_of_u(u, t, p, xi)
+    on = s > 0
+    a = u[..., None] - t
+    q = a * a + s[..., None]
+    x = u + xi * jnp.sum(p * a / q, axis=-1)
+    M1 = jnp.sum(p * a / (q * q), axis=-1)
+    M2 = jnp.sum(p / (q * q), axis=-1)
+    dx = jnp.where(on, 2 * xi * (s * M2 + M1 * M1 / jnp.where(on, M2, 1.0)), 1 - F)
+    return x, jnp.sqrt(s), dx
+
+
+def _invert_fn(u, args):
+    t, p, xi, target = args
+    x, _, dx = _x_of_u(u, t, p, xi)
+    return x - target, dx
+
+
+def _bracket(t, xi, level):
+    r = 2 * jnp.sqrt(xi) + 1.0
+    return jnp.minimum(level, t[0]) - r, jnp.maximum(level, t[-1]) + r
+
+
+# --------------------------------------------------------------------------- anchored root
+def _anchor(u, t):
+    return jnp.argmin(jnp.abs(u[..., None] - t), axis=-1)
+
+
+def _f_delta(delta, c, b_rel, p, xi):
+    """``f = delta - b_rel + xi sum p/(c + delta)`` (``b_rel = b - t_k``, ``c_i = t_k - t_i``)
+    and ``f'``."""
+    inv = 1 / (c + delta[..., None])
+    G = jnp.sum(p * inv, axis=-1)
+    G1 = jnp.sum(p * inv * inv, axis=-1)
+    return delta - b_rel + xi * G, 1 - xi * G1
+
+
+def _complex_polish(delta, c, b_rel, p, xi, steps=3):
+    """Safeguarded complex Newton on ``f(delta) = 0``: a step is taken only if it is small
+    (relative ``1e-6``), lowers ``|f|`` and keeps ``Im delta >= 0``."""
+    for _ in range(steps):
+        f, df = _f_delta(delta, c, b_rel, p, xi)
+        ok = df != 0
+        step = jnp.where(ok, f / jnp.where(ok, df, 1), 0)
+        new = delta - step
+        f_new, _ = _f_delta(new, c, b_rel, p, xi)
+        # the start is accurate to ~1e-14 in u: only small corrections are genuine (near an
+        # edge, where f' -> 0, a large step would jump to another root)
+        small = jnp.abs(step) <= 1e-6 * jnp.abs(delta)
+        good = jnp.isfinite(new) & small & (jnp.abs(f_new) <= jnp.abs(f)) & (new.imag >= 0)
+        delta = jnp.where(good, new, delta)
+    return delta
+
+
+def _real_args(atoms, weights, xi, b):
+    dtype = jnp.result_type(atoms, weights, xi, b, float)
+    t = jnp.asarray(atoms).astype(dtype)
+    p = jnp.asarray(weights).astype(dtype)
+    xi = jnp.asarray(xi).astype(dtype)
+    b = jnp.asarray(b).astype(dtype)
+    return t, p, xi, b
+
+
+def _solve_delta(t, p, xi, b):
+    """Stop-gradient anchor ``k`` and ``delta = w_b - t_k`` (complex, ``Im >= 0``)."""
+    ts, ps, xs, bs = (lax.stop_gradient(v) for v in (t, p, xi, b))
+    lo, hi = _bracket(ts, xs, bs)
+    args = (ts, ps, xs, bs)
+    u = safe_newton(_invert_fn, args, lo, hi, increasing=True, iters=200, rtol=2e-16)
+    _, v, _ = _x_of_u(u, ts, ps, xs)
+    return _delta_from_uv(u, v, ts, ps, xs, bs)
+
+
+def _delta_from_uv(u, v, t, p, xi, level):
+    """From Biane's ``(u, v)`` at ``level``: anchor and polished ``delta`` (stop-gradient)."""
+    k = _anchor(u, t)
+    tk = t[k]
+    cdt = _cdt(t.dtype)
+    c = (tk[..., None] - t).astype(cdt)
+    delta = lax.complex(u - tk, v)
+    delta = _complex_polish(delta, c, (level - tk).astype(cdt), p.astype(cdt), xi.astype(cdt))
+    on = v > 0
+    delta = jnp.where(on, delta, delta.real.astype(cdt))
+    delta = lax.complex(delta.real, jnp.where(delta.imag > 0, delta.imag, 0.0))
+    return k, lax.stop_gradient(delta)
+
+
+def _attach(k, delta, t, p, xi, b):
+    """Re-attach gradients to the (stop-gradient) root: ``delta - (f - sg(f))/sg(f')``, whose
+    value is ``delta`` and whose first derivatives are the implicit-function-theorem ones
+    ``-f_theta/f'`` (a plain Newton step would move the value where ``f' -> 0`` at an edge);
+    also returns ``c = t_k - t`` (live) and ``t_k``."""
+    cdt = _cdt(t.dtype)
+    tk = t[k]
+    c = (tk[..., None] - t).astype(cdt)
+    f, df = _f_delta(delta, c, (b - tk).astype(cdt), p.astype(cdt), xi.astype(cdt))
+    df = lax.stop_gradient(df)
+    ok = df != 0
+    df_safe = jnp.where(ok, df, 1)
+    delta = delta - jnp.where(ok, (f - lax.stop_gradient(f)) / df_safe, 0)
+    on = delta.imag > 0
+    return jnp.where(on, delta, delta.real.astype(cdt)), c, tk
+
+
+def atomic_boundary_w(atoms, weights, xi, b):
+    """``w(b + i0)``, the subordination point at real ``b`` (``Im w >= 0``; real off the
+    support): root of ``w + xi sum p_i/(w - t_i) = b``. Differentiable (implicit function
+    theorem). ``atoms`` sorted ascending, distinct; ``b`` scalar or batch."""
+    t, p, xi, b = _real_args(atoms, weights, xi, b)
+    k, delta = _solve_delta(t, p, xi, b)
+    delta, _, tk = _attach(k, delta, t, p, xi, b)
+    return tk.astype(delta.dtype) + delta
+
+
+# --------------------------------------------------------------------------- the integrals
+def _parts(delta, c, tk, t, p, xi, gam, gam1):
+    """``(Im R_j, c_ij)`` for ``j = m0, m1, m2, h0, h1`` (module docstring)."""
+    cdt = delta.dtype
+    D = c + delta[..., None]  # w - t_i
+    inv = 1 / D
+    pc, tc = p.astype(cdt), t.astype(cdt)
+    xc = xi.astype(cdt)
+    gc = gam.astype(cdt)
+    w = tk.astype(cdt) + delta
+    G = jnp.sum(pc * inv, axis=-1)
+    P2 = jnp.sum(pc * pc * inv, axis=-1)
+    rW1 = -jnp.sum(pc * pc * tc * inv, axis=-1)
+    rW3 = -jnp.sum(pc**3 * inv * inv, axis=-1) / 2 - 3 * jnp.sum(pc * pc * gc * inv, axis=-1)
+    G2, G3 = G * G, G * G * G
+    G4 = G2 * G2
+    mu1 = jnp.sum(p * t).astype(cdt)
+    r_m0 = xc * G2 / 2
+    r_m1 = w + xc * w * G2 / 2 - xc * P2 / 2 + xc**2 * G3 / 3
+    r_m2 = (
+        w * w / 2
+        + mu1 * w
+        + xc * rW1
+        + xc * w * w * G2 / 2
+        + xc**2 * rW3 / 3
+        + 2 * xc**2 * w * G3 / 3
+        + xc**3 * G4 / 4
+    )
+    r_h0 = -P2 + xc * G3 / 3
+    r_h1 = rW1 + 2 * xc * rW3 / 3 + xc * w * G3 / 3 + xc**2 * G4 / 4
+    im_r = jnp.stack([r.imag for r in (r_m0, r_m1, r_m2, r_h0, r_h1)])
+    xi_ = xi[..., None]
+    aW1 = p * p + 2 * p * t * gam
+    aW3 = 3 * (p * p * gam1 + p * gam * gam)
+    a_m0 = jnp.broadcast_to(p, D.shape)
+    a_m1 = p * t + xi_ * p * gam
+    a_m2 = p * t * t + xi_ * aW1 + xi_**2 * aW3 / 3
+    a_h0 = jnp.broadcast_to(2 * p * gam, D.shape)
+    a_h1 = aW1 + 2 * xi_ * aW3 / 3
+    coef = jnp.stack([jnp.broadcast_to(a, D.shape) for a in (a_m0, a_m1, a_m2, a_h0, a_h1)])
+    im = jnp.where(D.imag > 0, D.imag, 0.0)
+    arg_up = jnp.arctan2(im, D.real)  # arg(w - t_i) in [0, pi]
+    arg_low = jnp.arctan2(im, -D.real)  # arg(t_i - w) = pi - arg(w - t_i)
+    up = im_r + jnp.sum(coef * arg_up, axis=-1)
+    low = jnp.sum(coef * arg_low, axis=-1) - im_r
+    return up, low, G
+
+
+def _integrals(k, delta, t, p, xi, b) -> MPIntegrals:
+    delta, c, tk = _attach(k, delta, t, p, xi, b)
+    gam, gam1 = teacher_constants(t, p)
+    up, low, G = _parts(delta, c, tk, t, p, xi, gam, gam1)
+    scale = jnp.asarray([1.0, 1.0, 1.0, 0.5, 0.5], t.dtype).reshape((5,) + (1,) * delta.ndim)
+    up = up * scale / jnp.pi
+    low = low * scale / jnp.pi
+    return MPIntegrals(
+        *(up[i] for i in range(5)),
+        *(low[i] for i in range(5)),
+        rho=jnp.maximum(-G.imag, 0.0) / jnp.pi,
+        hilbert=G.real,
+    )
+
+
+def atomic_integrals(atoms, weights, xi, b) -> MPIntegrals:
+    """Exact ``int_b^inf x^j rho_xi`` (``j <= 2``), ``int_b^inf x^j H rho_xi`` (``j <= 1``),
+    their complements below ``b`` (``*_low``), ``rho(b)`` and ``H(b)``, for the discrete
+    teacher ``sum_i p_i delta_{t_i}`` (atoms sorted ascending and distinct, weights summing to
+    1) convolved with a semicircle of variance ``xi > 0`` (module docstring; THEORY.md
+    section 6). ``b`` scalar or batch; jit/vmap-friendly; differentiable in ``xi``, ``b``, the
+    atoms and the weights."""
+    t, p, xi, b = _real_args(atoms, weights, xi, b)
+    k, delta = _solve_delta(t, p, xi, b)
+    return _integrals(k, delta, t, p, xi, b)
+
+
+# --------------------------------------------------------------------------- level, edges
+def _mass_of_u(u, args):
+    """``rho([x(u), inf))`` as a function of Biane's ``u`` (decreasing) and its derivative
+    ``-rho(x(u)) x'(u)``; no root solve in ``x``."""
+    t, p, xi, gam, gam1, mass = args
+    x, v, dx = _x_of_u(u, t, p, xi)
+    k, delta = _delta_from_uv(u, v, t, p, xi, x)
+    cdt = _cdt(t.dtype)
+    tk = t[k]
+    c = (tk[..., None] - t).astype(cdt)
+    up, _, _ = _parts(delta, c, tk, t, p, xi, gam, gam1)
+    return up[0] / jnp.pi - mass, -(v / (jnp.pi * xi)) * dx
+
+
+def atomic_level_with_mass_above(atoms, weights, xi, mass):
+    """The level ``omega`` with ``rho_xi([omega, inf)) = mass`` (``0 < mass < 1``): bracketed
+    Newton in Biane's ``u`` on the exact mass function (no nested solve in ``x``); gradients
+    by the implicit function theorem, ``d omega = (d mass_above - d mass)/rho(omega)``."""
+    t, p, xi, mass = _real_args(atoms, weights, xi, mass)
+    ts, ps, xs, ms = (lax.stop_gradient(v) for v in (t, p, xi, mass))
+    gam, gam1 = teacher_constants(ts, ps)
+    lo, hi = _bracket(ts, xs, jnp.broadcast_to(ts[0], ms.shape))
+    args = (ts, ps, xs, gam, gam1, ms)
+    u = safe_newton(_mass_of_u, args, lo, hi, increasing=False, iters=200, rtol=2e-16)
+    x, v, _ = _x_of_u(u, ts, ps, xs)
+    k, delta = _delta_from_uv(u, v, ts, ps, xs, x)
+    level = lax.stop_gradient(x)
+    i = _integrals(k, delta, t, p, xi, level)
+    rho = lax.stop_gradient(i.rho)
+    r = jnp.where(rho > 0, rho, 1.0)
+    dm = (i.m0_up - lax.stop_gradient(i.m0_up)) - (mass - ms)
+    return level + jnp.where(rho > 0, dm / r, 0.0)
+
+
+def _edge_fn(u, args):
+    """``F(u)^(-1/2) - 1`` (nearly linear near an isolated atom) and its derivative."""
+    t, p, xi = args
+    inv = 1 / (u[..., None] - t)
+    f = xi * jnp.sum(p * inv * inv, axis=-1)
+    f1 = -2 * xi * jnp.sum(p * inv**3, axis=-1)
+    return lax.rsqrt(f) - 1, -0.5 * f1 * f ** (-1.5)
+
+
+def atomic_outer_edges(atoms, weights, xi):
+    """The leftmost and rightmost support edges ``x(u)`` at the roots of
+    ``xi sum p/(u - t)^2 = 1`` left of the smallest and right of the largest atom."""
+    t, p, xi, _ = _real_args(atoms, weights, xi, 0.0)
+    args = (t, p, xi)
+    sq = jnp.sqrt(xi)
+    L = safe_newton(_edge_fn, args, t[0] - sq, t[0], increasing=False, rtol=2e-16)
+    R = safe_newton(_edge_fn, args, t[-1], t[-1] + sq, increasing=True, rtol=2e-16)
+    L = newton_polish(_edge_fn, args, L)
+    R = newton_polish(_edge_fn, args, R)
+
+    def x(u):
+        return u + xi * jnp.sum(p / (u - t))
+
+    return x(L), x(R)
