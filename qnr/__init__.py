@@ -3,7 +3,8 @@
 Every public name (and every submodule) is imported on first use, so ``import qnr`` is cheap.
 
 Layers (one direction of flow): the base layer (``qnr.teachers``, ``qnr.model``) feeds
-``qnr.spectra`` -> ``qnr.theory`` and, independently, ``qnr.sim``; ``qnr.sweep``, ``qnr.plot``
+``qnr.spectra`` -> ``qnr.theory`` and, independently, ``qnr.sim``; ``qnr.sweep``,
+``qnr.experiments`` (learning curve, phase diagram), ``qnr.plot``
 and the ``qnr`` command line sit on top. The canonical normalization is THEORY.md section 1:
 ``y = (x^T S* x - Tr S*)/sqrt(d) + sqrt(Delta) xi``, ``n = alpha d^2``,
 ``E = ||S - S*||_F^2/d``, ``e_test = (E + Delta/2)/2``.
@@ -46,7 +47,7 @@ _LAZY = {
     "solve_erm_grid": "qnr.theory",
     "strong_recovery": "qnr.theory",
 }
-_SUBMODULES = ("model", "sim", "spectra", "teachers", "theory", "sweep", "plot")
+_SUBMODULES = ("model", "sim", "spectra", "teachers", "theory", "sweep", "experiments", "plot")
 
 
 def __getattr__(name):

@@ -27,7 +27,8 @@ def test_three_entry_points_give_identical_results(tmp_path, capsys):
     """Same point and seed -> same teacher and data (bitwise: the zero predictor at lam = 1e3
     has E = Tr S*^2/d exactly) and the same solution up to the certified solver tolerance
     (the entry points batch points differently, which changes floating-point paths)."""
-    from qnr.sweep import SweepConfig, learning_curve, load, run_sweep
+    from qnr.experiments import learning_curve
+    from qnr.sweep import SweepConfig, load, run_sweep
 
     teacher = MarchenkoPastur(0.5)
     a_grid = np.repeat(ALPHAS, 2)

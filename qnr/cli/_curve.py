@@ -51,11 +51,13 @@ def register(sub) -> None:
     p.add_argument(
         "--extrapolate",
         nargs="?",
-        const="50,70,100",
+        const="70,85,100",
         default=None,
         metavar="D1,D2,...",
-        help="also simulate at these dimensions (default 50,70,100) and draw the weighted "
-        "1/d -> 0 extrapolation of every simulated point with its standard error",
+        help="also simulate at these dimensions (default 70,85,100; below d ~ 70 most "
+        "minimisers at alpha = 0.1 are not unique) and draw the weighted 1/d -> 0 "
+        "extrapolation (seeds with a unique minimiser) of every simulated point with its "
+        "standard error",
     )
     p.add_argument(
         "--alphas",
@@ -127,7 +129,7 @@ def run(args) -> dict:
     import numpy as np
 
     from qnr._validate import check_positive, check_size
-    from qnr.sweep import learning_curve, write_curve
+    from qnr.experiments import learning_curve, write_curve
 
     check_size("--alphas", args.alphas)
     check_size("--theory-points", args.theory_points, minimum=2)

@@ -64,7 +64,7 @@ def run(args) -> dict:
     import numpy as np
 
     from qnr.cli._common import Stages
-    from qnr.sweep import phase_diagram, write_phase_diagram
+    from qnr.experiments import phase_diagram, write_phase_diagram
 
     with Stages(args, ["theory and thresholds", "writing"], "qnr phase-diagram") as progress:
         pd = phase_diagram(

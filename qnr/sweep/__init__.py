@@ -31,10 +31,6 @@ _LAZY = {
     "SweepConfig": "_config",
     "load_config": "_config",
     "parse_axis_values": "_config",
-    "LearningCurve": "_curve",
-    "learning_curve": "_curve",
-    "summarise_seeds": "_curve",
-    "write_curve": "_curve",
     "ShardedMap": "_engine",
     "batch_mesh": "_engine",
     "padded_size": "_engine",
@@ -42,9 +38,6 @@ _LAZY = {
     "Group": "_grid",
     "expand_grid": "_grid",
     "make_chunks": "_grid",
-    "PhaseDiagram": "_phase",
-    "phase_diagram": "_phase",
-    "write_phase_diagram": "_phase",
     "SweepReport": "_run",
     "resolve_task": "_run",
     "run_sweep": "_run",
@@ -76,15 +69,8 @@ def __dir__():
 
 if TYPE_CHECKING:
     from qnr.sweep._config import SweepConfig, load_config, parse_axis_values  # noqa: F401
-    from qnr.sweep._curve import (  # noqa: F401
-        LearningCurve,
-        learning_curve,
-        summarise_seeds,
-        write_curve,
-    )
     from qnr.sweep._engine import ShardedMap, batch_mesh, padded_size  # noqa: F401
     from qnr.sweep._grid import Chunk, Group, expand_grid, make_chunks  # noqa: F401
-    from qnr.sweep._phase import PhaseDiagram, phase_diagram, write_phase_diagram  # noqa: F401
     from qnr.sweep._run import SweepReport, resolve_task, run_sweep, seed_keys  # noqa: F401
     from qnr.sweep._store import load, load_metadata  # noqa: F401
     from qnr.sweep._task import PointFn, Task  # noqa: F401
@@ -113,11 +99,4 @@ __all__ = [
     "SIMULATION",
     "BOTH",
     "builtin_task",
-    "LearningCurve",
-    "learning_curve",
-    "write_curve",
-    "summarise_seeds",
-    "PhaseDiagram",
-    "phase_diagram",
-    "write_phase_diagram",
 ]

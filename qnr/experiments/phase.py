@@ -65,7 +65,7 @@ def phase_diagram(
 ) -> PhaseDiagram:
     """ERM theory on the grid ``kappa_stars x alphas`` (defaults: 40 x 60 points in
     ``[0.05, 0.95] x [0.02, 0.8]``) at fixed ``lam``, ``Delta``, ``kappa``."""
-    from qnr.sweep._curve import solve_theory_batch
+    from qnr.experiments.curve import solve_theory_batch
 
     alphas = np.linspace(0.02, 0.8, 60) if alphas is None else np.asarray(alphas, float)
     kappa_stars = (

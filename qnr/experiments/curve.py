@@ -11,7 +11,8 @@
   ``alpha``, and the number of seeds whose convex minimiser is not unique (``n_degenerate``,
   :func:`qnr.sim.dual_certificate`; they stay in the means and are marked in the figure);
 * optionally (``extrapolate_d``) the same simulations at several ``d`` and, per ``alpha``, the
-  weighted least-squares fit ``E(d) = E_inf + b/d`` (weights ``1/SE^2``): the extrapolated
+  weighted least-squares fit ``E(d) = E_inf + b/d`` (weights ``1/SE^2``, over the seeds with
+  a unique minimiser; a ``d`` with fewer than two such seeds is left out): the extrapolated
   ``E_inf``, ``e_test_inf = (E_inf + Delta/2)/2`` and ``rank_inf`` with their standard errors;
 * the thresholds that apply: ``alpha_BO`` and ``alpha_SR`` are noiseless notions (drawn only at
   ``Delta = 0``), ``alpha_inter`` (the ``lam -> 0+`` interpolation threshold) only at
@@ -37,8 +38,7 @@ import numpy as np
 
 from qnr._validate import check_nonnegative, check_positive, check_size
 from qnr._version import __version__
-from qnr.sweep._engine import ShardedMap
-from qnr.sweep._run import seed_keys
+from qnr.sweep import ShardedMap, seed_keys
 
 __all__ = [
     "LearningCurve",
@@ -189,7 +189,7 @@ def _simulate_alphas(
 def solve_theory_batch(static, floats, options=None) -> dict[str, np.ndarray]:
     """The ``theory`` task on a batch of points (sharded, vmapped, one pass: the globalised
     Newton of :func:`qnr.theory.solve_erm` converges from its fixed start)."""
-    from qnr.sweep._tasks import THEORY
+    from qnr.sweep import THEORY
 
     opts = {**THEORY.options, **(options or {})}
     size = int(np.asarray(next(iter(floats.values()))).size)
@@ -313,7 +313,7 @@ def learning_curve(
     if extrapolate_d is not None and len(dims) < 2:
         raise ValueError(f"extrapolate_d needs at least two dimensions, got {extrapolate_d}")
     t0 = time.perf_counter()
-    by_d, raw = {}, {}
+    by_d, raw, clean = {}, {}, {}
     for dd in dims:
         out = _simulate_alphas(
             teacher_obj,
@@ -336,6 +336,13 @@ def learning_curve(
             alphas_sim >= 0.2, np.abs(summ["rank"] - at_sim["rank"]) <= 0.03, np.nan
         )
         by_d[dd] = summ
+        # the 1/d fit uses only seeds with a unique minimiser: a degenerate run's E is one
+        # point of a face of minimisers, not the quantity the theory predicts (at small d and
+        # alpha most seeds are degenerate, e.g. d = 50, alpha = 0.1: 6 of 6)
+        unique = np.asarray(out["degenerate"]) == 0
+        clean[dd] = summarise_seeds(
+            alphas_sim, {k: np.where(unique, out[k], np.nan) for k in ("E", "rank")}
+        )
     timings["simulation_s"] = time.perf_counter() - t0
     if progress is not None:
         progress("thresholds and Bayes-optimal")
@@ -363,8 +370,8 @@ def learning_curve(
             fits = [
                 extrapolate_inverse_d(
                     inv,
-                    [by_d[dd][name][i] for dd in dims],
-                    [by_d[dd][f"{name}_sem"][i] for dd in dims],
+                    [clean[dd][name][i] for dd in dims],
+                    [clean[dd][f"{name}_sem"][i] for dd in dims],
                 )
                 for i in range(alphas_sim.size)
             ]
