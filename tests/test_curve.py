@@ -194,6 +194,7 @@ def test_qnr_curve_extrapolate_tiny(tmp_path, capsys):
     full = json.loads((out / "curve.json").read_text())
     assert full["params"]["extrapolate_d"] == [8, 12]
     ex = pacsv.read_csv(out / "curve_extrapolated.csv").to_pydict()
+    ex = {k: np.asarray(v, dtype=float) for k, v in ex.items()}  # empty cells (NaN) -> nan
     sims = pacsv.read_csv(out / "curve_simulation.csv").to_pydict()
     d, a, E, deg = (np.asarray(sims[k]) for k in ("d", "alpha", "E", "degenerate"))
     assert set(d) == {8, 12} and len(E) == 2 * 2 * 3
