@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 import pytest
+from _fd import central_difference
 
 from qnr.theory.thresholds import (
     alpha_bo,
@@ -21,11 +22,6 @@ from qnr.theory.thresholds import (
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 import _scipy_reference as ref  # noqa: E402
-
-
-def central_fd(f, x, h=1e-5):
-    return (f(x + h) - f(x - h)) / (2 * h)
-
 
 # --- semicircle moments and alpha_BO -------------------------------------------------------
 
@@ -135,7 +131,7 @@ def test_alpha_sr_is_the_statistical_dimension(k, kappa):
 def test_gradients_match_finite_differences():
     def check(f, x):
         g = float(jax.grad(f)(x))
-        fd = float(central_fd(f, x))
+        fd = float(central_difference(f, x))
         assert g == pytest.approx(fd, rel=1e-6), (g, fd)
 
     for k in [0.1, 0.5, 0.9]:
@@ -245,7 +241,7 @@ def test_alpha_inter_noiseless_values():
 def test_alpha_inter_gradients_match_finite_differences():
     def check(f, x, h):
         g = float(jax.grad(f)(x))
-        fd = float(central_fd(f, x, h))
+        fd = float(central_difference(f, x, h))
         assert g == pytest.approx(fd, rel=1e-6), (g, fd)
 
     check(lambda t: alpha_inter(t, 0.5), 0.1, 1e-5)
