@@ -25,7 +25,7 @@ _LAZY = {
     "lambda_tilde_from_lam": "qnr.model",
     "matrix_error": "qnr.model",
     "mmse_from_error": "qnr.model",
-    "test_error": "qnr.model",
+    "e_test_from_error": "qnr.model",
     "Dataset": "qnr.sim",
     "make_dataset": "qnr.sim",
     "make_dataset_from_matrix": "qnr.sim",
@@ -69,12 +69,12 @@ def __dir__():
 if TYPE_CHECKING:  # static analysers see the eager imports
     from qnr import model, sim, spectra, teachers, theory  # noqa: F401
     from qnr.model import (  # noqa: F401
+        e_test_from_error,
         error_from_mmse,
         lam_from_lambda_tilde,
         lambda_tilde_from_lam,
         matrix_error,
         mmse_from_error,
-        test_error,
     )
     from qnr.sim import (  # noqa: F401
         Dataset,
@@ -126,7 +126,7 @@ __all__ = [
     "make_dataset",
     "make_dataset_from_matrix",
     "matrix_error",
-    "test_error",
+    "e_test_from_error",
     "mmse_from_error",
     "error_from_mmse",
     "lambda_tilde_from_lam",

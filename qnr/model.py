@@ -23,7 +23,7 @@ from qnr._validate import check_nonnegative, check_positive
 
 __all__ = [
     "matrix_error",
-    "test_error",
+    "e_test_from_error",
     "mmse_from_error",
     "error_from_mmse",
     "lambda_tilde_from_lam",
@@ -50,13 +50,11 @@ def matrix_error(S: Float[Array, "... d d"], S_star: Float[Array, "... d d"]) ->
     return jnp.sum((S - S_star) ** 2, axis=(-2, -1)) / d
 
 
-def test_error(E, noise=0.0):
-    """Exact population test error ``e_test = (E + Delta/2)/2`` (``noise`` is ``Delta``)."""
-    check_nonnegative("Delta", noise)
-    return (E + noise / 2) / 2
-
-
-test_error.__test__ = False  # not a pytest test
+def e_test_from_error(E, Delta=0.0):
+    """Exact population test error ``e_test = (E + Delta/2)/2`` of an estimate with
+    ``E = ||S - S*||_F^2/d`` under label-noise variance ``Delta`` (THEORY.md section 1)."""
+    check_nonnegative("Delta", Delta)
+    return (E + Delta / 2) / 2
 
 
 def mmse_from_error(E, kappa_star):

@@ -118,7 +118,7 @@ def test_population_metric_identity(key):
     W = jax.random.normal(k2, (d, 10)) / jnp.sqrt(10.0)
     S = W @ W.T
     mc = float(jnp.mean((data.y - apply_sensing(data.X, S)) ** 2) / 4)
-    exact = float(qnr.test_error(qnr.matrix_error(S, data.S_star), noise))
+    exact = float(qnr.e_test_from_error(qnr.matrix_error(S, data.S_star), noise))
     assert abs(mc / exact - 1) < 0.02
 
 
@@ -149,7 +149,7 @@ def test_conversions():
         ),
         (lambda k: qnr.sim.n_samples(0.0, 10), "alpha"),
         (lambda k: qnr.lambda_tilde_from_lam(-0.1, 1.0), "lam"),
-        (lambda k: qnr.test_error(1.0, -0.1), "Delta"),
+        (lambda k: qnr.e_test_from_error(1.0, -0.1), "Delta"),
         (lambda k: qnr.make_dataset(0, qnr.MarchenkoPastur(0.5), d=5, n=10), "key"),
         (lambda k: qnr.make_dataset_from_matrix(7, np.eye(3), n=5), "key"),
         (lambda k: qnr.theory.solve_erm("x"), "problem"),

@@ -91,7 +91,7 @@ def run_gamp_simulation(args, teacher) -> dict:
     import numpy as np
     import optimistix as optx
 
-    from qnr.model import test_error
+    from qnr.model import e_test_from_error
     from qnr.sim import RANK_RTOL, numerical_rank
     from qnr.sim.gamp import GAMPRIE, simulate_gamp
     from qnr.teachers import MarchenkoPastur
@@ -113,7 +113,7 @@ def run_gamp_simulation(args, teacher) -> dict:
     eig = jnp.linalg.eigvalsh(jnp.nan_to_num(sol.value))
     return {
         "E": sol.error,
-        "e_test": test_error(sol.error, args.delta),
+        "e_test": e_test_from_error(sol.error, args.delta),
         "e_train": sol.stats["e_train"],
         "rank": numerical_rank(eig, RANK_RTOL) / args.d,
         "converged": converged,

@@ -25,7 +25,7 @@ def run(args) -> dict:
     import jax
 
     from qnr import __version__
-    from qnr.model import test_error
+    from qnr.model import e_test_from_error
     from qnr.teachers import teacher_from_name
 
     teacher = teacher_from_name(args.teacher, kappa_star=args.kappa_star, gamma=args.gamma)
@@ -37,5 +37,5 @@ def run(args) -> dict:
         "devices": [str(dev) for dev in jax.devices()],
         "teacher": args.teacher,
         "Q0": q0,
-        "e_test_zero_predictor": float(test_error(q0, args.delta)),
+        "e_test_zero_predictor": float(e_test_from_error(q0, args.delta)),
     }

@@ -25,7 +25,7 @@ import optimistix as optx
 from jaxtyping import Array, Bool, Float, Int
 
 from qnr._validate import check_nonnegative, check_shape, is_concrete
-from qnr.model import matrix_error, test_error
+from qnr.model import e_test_from_error, matrix_error
 from qnr.sim import _linalg as _la
 from qnr.sim.data import Dataset
 from qnr.sim.sensing import adjoint_sensing, apply_sensing
@@ -249,7 +249,7 @@ def make_solution(
         E = jnp.asarray(jnp.nan, Shat.dtype)
     else:
         E = matrix_error(Shat, S_star)
-    e_test = test_error(E, jnp.asarray(noise, Shat.dtype))
+    e_test = e_test_from_error(E, jnp.asarray(noise, Shat.dtype))
     rank = numerical_rank(eig, rank_rtol)
     degenerate = jnp.asarray(False)
     if certify is not False:
