@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import optimistix as optx
 
-__all__ = ["RESULTS", "result_names"]
+__all__ = ["RESULTS", "result_code", "result_names"]
 
 
 class RESULTS(optx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
@@ -18,6 +18,15 @@ class RESULTS(optx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "The solution violates an invariant of its problem (E >= 0, 0 <= rank <= "
         "min(1, kappa), or its residual exceeds the tolerance); it is not returned."
     )
+
+
+def result_code(result):
+    """The integer code(s) of a ``RESULTS`` item (an int32 array, batched like ``result``;
+    ``0`` is ``successful``): for tables, masks and Parquet columns."""
+    import jax.numpy as jnp
+
+    # equinox enumerations store the code in ``_value``; it is read here and only here
+    return jnp.asarray(result._value, jnp.int32)
 
 
 def result_names(result) -> list[str]:

@@ -218,7 +218,9 @@ def solve_threshold_points(rows: list[dict], *, text_csv: bool) -> dict:
         inter = th.interpolation_threshold(delta[noisy], ks[noisy], kap[noisy])
         a_inter[noisy] = np.asarray(inter.alpha_inter)
         xi_bar[noisy] = np.asarray(inter.xi_bar)
-        ok_inter[noisy] = np.asarray(inter.result._value) == 0
+        from qnr._results import result_code
+
+        ok_inter[noisy] = np.asarray(result_code(inter.result)) == 0
     if (~noisy).any():
         a_inter[~noisy] = np.asarray(th.alpha_inter_noiseless(ks[~noisy], kap[~noisy]))
     names = result_names(sr.result)

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from qnr._results import result_code
 from qnr._validate import check_in_range, check_nonnegative, check_positive, check_size
 from qnr.sim.convex import Factorized, ProximalGradient, _solve_convex
 from qnr.sim.erm import RANK_RTOL, RESULTS, ERMProblem
@@ -286,7 +287,7 @@ def simulation_kernel(
             rank_fraction=sol.rank_fraction.astype(dtype),
             trace=sol.trace,
             iterations=sol.iterations.astype(jnp.int32),
-            result=sol.result._value.astype(jnp.int32),
+            result=result_code(sol.result),
             degenerate=jnp.asarray(sol.degenerate, bool),
             duality_gap=jnp.asarray(gap, dtype),
             eigenvalues=sol.eigenvalues,
@@ -492,7 +493,7 @@ def simulate_grid(
         bool(common_data),
     )
     out = jax.device_get(out)
-    converged = out["result"] == int(RESULTS.successful._value)
+    converged = out["result"] == int(result_code(RESULTS.successful))
     n_fail = int((~converged).sum())
     if n_fail:
         codes = sorted(set(np.asarray(out["result"])[~converged].tolist()))

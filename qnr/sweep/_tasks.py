@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qnr._results import result_code
 from qnr._validate import check_nonnegative, check_positive, check_size
 from qnr.sweep._task import Task
 
@@ -233,7 +234,7 @@ def theory_point_fn(static, options, floats):
         out = {k: getattr(sol, k) for k in THEORY_OUTPUTS}
         out["branch"] = sol.branch.astype(jnp.int32)
         out["steps"] = sol.stats["num_steps"].astype(jnp.int32)
-        out["result"] = sol.result._value.astype(jnp.int32)
+        out["result"] = result_code(sol.result)
         return out
 
     return fn
