@@ -65,7 +65,7 @@ def test_rie_divergence_matches_autodiff(key):
     forward-mode autodiff through eigh, for a smooth elementwise 'Hilbert transform'."""
     d, delta = 6, 0.4
     Y = jax.random.normal(key, (d, d))
-    Y = (Y + Y.T) / 2 + jnp.diag(jnp.arange(d) * 0.5)  # well-separated eigenvalues
+    Y = (Y + Y.T) / 2 + jnp.diag(jnp.arange(d, dtype=Y.dtype) * 0.5)  # well-separated eigenvalues
 
     def hilbert(l, delta):
         return jnp.tanh(l) + 0.1 * l**2

@@ -139,7 +139,8 @@ def _lbfgs(risk, W0, max_steps, gtol):
     def body(carry):
         W, state, k, _ = carry
         value, grad = value_and_grad(W, state=state)
-        updates, state = opt.update(grad, state, W, value=value, grad=grad, value_fn=risk)
+        with jax.numpy_dtype_promotion("standard"):  # optax.lbfgs mixes int32/int64 inside
+            updates, state = opt.update(grad, state, W, value=value, grad=grad, value_fn=risk)
         W = optax.apply_updates(W, updates)
         return W, state, k + 1, optax.tree_utils.tree_norm(grad)
 

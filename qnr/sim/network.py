@@ -131,7 +131,8 @@ def init_weights(
     cols = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(key, j), (d,), dtype))(
         jnp.arange(m_max)
     )
-    mask = (jnp.arange(m_max) < m).astype(dtype)
+    cols_index = jnp.arange(m_max)
+    mask = (cols_index < jnp.asarray(m, cols_index.dtype)).astype(dtype)
     scale = jnp.asarray(init_scale, dtype) / jnp.sqrt(jnp.asarray(m, dtype))
     return cols.T * (scale * mask)[None, :]
 
@@ -209,7 +210,8 @@ def _train(problem: ERMProblem, W0, solver: NetworkSolver, neuron_mask, S_star):
 
     def body(c):
         W, state, value, grad = c["W"], c["state"], c["value"], c["grad"]
-        updates, state = opt.update(grad, state, W, value=value, grad=grad, value_fn=loss)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes int32/int64, f32/f64 inside
+            updates, state = opt.update(grad, state, W, value=value, grad=grad, value_fn=loss)
         W = optax.apply_updates(W, updates * mask)
         value_new, grad_new = value_and_grad(W, state)
         grad_new = grad_new * mask
