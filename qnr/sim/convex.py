@@ -154,7 +154,7 @@ def _bm_phase(problem: ERMProblem, solver: Factorized, width: int, rank):
     Xl = X.astype(low)
     sq = jnp.sqrt(jnp.asarray(d, dtype))
     lam_d = problem.lam / d
-    col_mask = (jnp.arange(width) < rank).astype(dtype)[None, :]
+    col_mask = (jnp.arange(width, dtype=jnp.asarray(rank).dtype) < rank).astype(dtype)[None, :]
 
     def loss(W):
         W = W * col_mask
@@ -177,7 +177,8 @@ def _bm_phase(problem: ERMProblem, solver: Factorized, width: int, rank):
     def body(c):
         W, state, k, _ = c
         v, g = vg(W, state=state)
-        upd, state = opt.update(g, state, W, value=v, grad=g, value_fn=loss)
+        with jax.numpy_dtype_promotion("standard"):  # optax.lbfgs mixes int32/int64 inside
+            upd, state = opt.update(g, state, W, value=v, grad=g, value_fn=loss)
         W = optax.apply_updates(W, upd) * col_mask
         ratio = jnp.sqrt(jnp.sum(g * g)) / jnp.maximum(jnp.abs(v), jnp.finfo(dtype).tiny)
         return W, state, k + 1, ratio
@@ -199,7 +200,7 @@ def psd_prox(
     w, U = _la.eigh((V + V.T) / 2)
     w = jnp.maximum(w - threshold, 0.0)
     if rank is not None:
-        from_top = d - 1 - jnp.arange(d)
+        from_top = d - 1 - jnp.arange(d, dtype=jnp.asarray(rank).dtype)
         w = jnp.where(from_top < rank, w, 0.0)
     return (U * w[None, :]) @ U.T, w
 

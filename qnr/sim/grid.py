@@ -265,7 +265,7 @@ def simulation_kernel(
         S_star, X, clean, xi, k_init = run_data(key, teacher, d, n_max, dtype)
         n = jnp.maximum(1.0, jnp.round(alpha * d * d))
         m = jnp.maximum(1, jnp.round(kappa * d)).astype(jnp.int32)
-        mask = (jnp.arange(n_max) < n).astype(dtype)
+        mask = (jnp.arange(n_max, dtype=dtype) < n).astype(dtype)
         y = clean + jnp.sqrt(Delta) * xi
         problem = ERMProblem(X, y, lam, mask)
         if convex:

@@ -223,9 +223,9 @@ class AtomicConvolution(SemicircleConvolution):
         base = valid.astype(jnp.int32)
         extra = P - jnp.sum(base)
         share = feat / jnp.maximum(jnp.sum(feat), 1e-300)
-        counts = base + jnp.floor(extra * share).astype(jnp.int32)
+        counts = base + jnp.floor(extra.astype(share.dtype) * share).astype(jnp.int32)
         cum = jnp.cumsum(counts)
-        k = jnp.arange(P)
+        k = jnp.arange(P, dtype=cum.dtype)
         j = jnp.minimum(jnp.searchsorted(cum, k, side="right"), K - 1)
         in_use = k < cum[-1]
         i = k - (cum - counts)[j]

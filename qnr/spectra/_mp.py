@@ -64,7 +64,8 @@ class MPConvolution(SemicircleConvolution):
 
     # ---- cubic ------------------------------------------------------------------------------
     def _cubic(self, z):
-        k, s = self.kappa_star, self.xi
+        z = jnp.asarray(z)
+        k, s = (jnp.asarray(v).astype(z.dtype) for v in (self.kappa_star, self.xi))
         return cubic_roots(s, -(z + k * s), 1 - k + k * z, -k)
 
     def _on_support(self, x):
@@ -130,7 +131,7 @@ class MPConvolution(SemicircleConvolution):
         pick the physical root where the root structure alone cannot (off the support)."""
         q = self.quadrature()
         zz = jnp.asarray(z)[..., None]
-        return jnp.sum(q.weight * q.rho / (zz - q.x), axis=-1)
+        return jnp.sum((q.weight * q.rho).astype(zz.dtype) / (zz - q.x.astype(zz.dtype)), axis=-1)
 
     @eqx.filter_jit
     def stieltjes(self, z):

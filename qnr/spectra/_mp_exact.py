@@ -111,6 +111,7 @@ def _physical_root_start(k, xi, x):
 
 
 def _cubic_newton_step(g, k, xi, x):
+    k, xi, x = (v.astype(g.dtype) for v in (k, xi, x))
     f = ((xi * g - (x + k * xi)) * g + (1 - k + k * x)) * g - k
     df = (3 * xi * g - 2 * (x + k * xi)) * g + (1 - k + k * x)
     ok = df != 0
@@ -216,7 +217,7 @@ def mp_integrals(kappa_star, xi, b) -> MPIntegrals:
     rdt = g.real.dtype
     k = jnp.asarray(kappa_star, rdt)
     xi = jnp.asarray(xi, rdt)
-    rat = jnp.stack(rational_parts(g, xi, k)).imag
+    rat = jnp.stack(rational_parts(g, xi.astype(g.dtype), k.astype(g.dtype))).imag
     c0, ck = (jnp.stack(c) for c in residues(xi, k))
     c_sum = jnp.stack(residue_sums(xi, k))
     im = jnp.abs(jnp.minimum(g.imag, 0.0))

@@ -95,7 +95,8 @@ def cubic_roots(a, b, c, d):
     root sign, followed by two Newton polishing steps on the original polynomial. Inputs may
     be real or complex; the output is complex with shape ``broadcast(...) + (3,)``.
     """
-    cdt = jnp.result_type(a, b, c, d, jnp.complex64)
+    with jax.numpy_dtype_promotion("standard"):  # only names the common dtype; cast below
+        cdt = jnp.result_type(a, b, c, d, jnp.complex64)
     if jnp.dtype(cdt) == jnp.complex64 and jnp.zeros(()).dtype == jnp.float64:
         cdt = jnp.complex128
     a, b, c, d = (jnp.asarray(v).astype(cdt) for v in (a, b, c, d))
@@ -133,8 +134,8 @@ def polynomial_roots(coeffs, iters: int = 100):
     n = c.shape[0] - 1
     dc = c[:-1] * jnp.arange(n, 0, -1).astype(cdt)
     radius = 1 + jnp.max(jnp.abs(c[1:]))
-    angles = 2 * jnp.pi * (jnp.arange(n) + 0.25) / n + 0.4
-    z0 = (0.5 * radius * jnp.exp(1j * angles)).astype(cdt)
+    angles = 2 * jnp.pi * (jnp.arange(n, dtype=radius.dtype) + 0.25) / n + 0.4
+    z0 = (0.5 * radius).astype(cdt) * jnp.exp(1j * angles.astype(cdt))
 
     def body(_, z):
         f = jnp.polyval(c, z)
