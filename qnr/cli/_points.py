@@ -201,7 +201,7 @@ def solve_threshold_points(rows: list[dict], *, text_csv: bool) -> dict:
     program per threshold kind); ``alpha_inter`` at ``delta = 0`` is the ``Delta -> 0+`` limit."""
     import numpy as np
 
-    from qnr._results import result_names
+    from qnr._results import result_code, result_names
     from qnr.theory import thresholds as th
 
     t0 = time.perf_counter()
@@ -218,8 +218,6 @@ def solve_threshold_points(rows: list[dict], *, text_csv: bool) -> dict:
         inter = th.interpolation_threshold(delta[noisy], ks[noisy], kap[noisy])
         a_inter[noisy] = np.asarray(inter.alpha_inter)
         xi_bar[noisy] = np.asarray(inter.xi_bar)
-        from qnr._results import result_code
-
         ok_inter[noisy] = np.asarray(result_code(inter.result)) == 0
     if (~noisy).any():
         a_inter[~noisy] = np.asarray(th.alpha_inter_noiseless(ks[~noisy], kap[~noisy]))

@@ -43,7 +43,13 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from qnr._results import result_code
-from qnr._validate import check_in_range, check_nonnegative, check_positive, check_size
+from qnr._validate import (
+    check_in_range,
+    check_key,
+    check_nonnegative,
+    check_positive,
+    check_size,
+)
 from qnr.sim.convex import Factorized, ProximalGradient, _solve_convex
 from qnr.sim.erm import RANK_RTOL, RESULTS, ERMProblem
 from qnr.sim.network import OPTIMIZERS, NetworkSolver, _train_network, init_weights
@@ -469,12 +475,7 @@ def simulate_grid(
     m_max = int(m.max()) if is_network else 1
     if key is None:
         key = jax.random.key(0)
-    elif not (
-        isinstance(key, jax.Array)
-        and key.ndim == 0
-        and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    ):
-        raise ValueError(f"key must be a typed jax.random.key, got {key!r}")
+    check_key("key", key)
     seed_keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.asarray(seeds))
     points = {
         k: jnp.asarray(pts[k], dtype)
