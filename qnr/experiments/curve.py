@@ -339,10 +339,11 @@ def learning_curve(
         # the 1/d fit uses only seeds with a unique minimiser: a degenerate run's E is one
         # point of a face of minimisers, not the quantity the theory predicts (at small d and
         # alpha most seeds are degenerate, e.g. d = 50, alpha = 0.1: 6 of 6)
-        unique = np.asarray(out["degenerate"]) == 0
-        clean[dd] = summarise_seeds(
-            alphas_sim, {k: np.where(unique, out[k], np.nan) for k in ("E", "rank")}
-        )
+        if extrapolate_d is not None:
+            unique = np.asarray(out["degenerate"]) == 0
+            clean[dd] = summarise_seeds(
+                alphas_sim, {k: np.where(unique, out[k], np.nan) for k in ("E", "rank")}
+            )
     timings["simulation_s"] = time.perf_counter() - t0
     if progress is not None:
         progress("thresholds and Bayes-optimal")
