@@ -38,6 +38,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from qnr._validate import check_nonnegative, check_positive, check_size, is_concrete
 
 __all__ = [
+    "check_teacher_or_kappa_star",
+    "resolve_teacher",
     "Teacher",
     "MarchenkoPastur",
     "PowerLaw",
@@ -238,3 +240,19 @@ def teacher_from_name(name: str, *, kappa_star=None, gamma=None) -> Teacher:
             raise ValueError("gamma is required for the power-law teacher")
         return PowerLaw(gamma, 1.0 if kappa_star is None else kappa_star)
     raise ValueError(f"teacher must be 'mp' or 'power-law', got {name!r}")
+
+
+def check_teacher_or_kappa_star(teacher, kappa_star) -> None:
+    """Exactly one of ``teacher`` (any :class:`Teacher`) and ``kappa_star`` (the width ratio
+    ``m*/d`` of the Marchenko-Pastur teacher) must be given."""
+    if teacher is None and kappa_star is None:
+        raise ValueError("give a teacher or kappa_star (MP teacher)")
+    if teacher is not None and kappa_star is not None:
+        raise ValueError("give either teacher or kappa_star, not both")
+
+
+def resolve_teacher(teacher, kappa_star) -> Teacher:
+    """``teacher``, or ``MarchenkoPastur(kappa_star)`` when only ``kappa_star`` is given
+    (:func:`check_teacher_or_kappa_star`)."""
+    check_teacher_or_kappa_star(teacher, kappa_star)
+    return MarchenkoPastur(kappa_star) if teacher is None else teacher

@@ -197,3 +197,23 @@ def test_cli_version_and_json():
     assert info["e_test_zero_predictor"] == pytest.approx((3.0 + 0.1) / 2)
     bad = subprocess.run(run + ["info", "--kappa-star", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "kappa_star" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda **kw: qnr.theory.ERMProblem(alpha=0.3, lam=0.1, **kw),
+        lambda **kw: qnr.theory.BayesOptimal(alpha=0.3, **kw),
+        lambda **kw: qnr.theory.erm_problem_grid(alpha=[0.3], lam=0.1, **kw),
+        lambda **kw: qnr.theory.interpolation_threshold(Delta=0.1, **kw),
+        lambda **kw: qnr.theory.optimal_lam(alpha=0.3, Delta=0.1, **kw),
+    ],
+)
+def test_teacher_or_kappa_star_exactly_one(build):
+    """Every theory entry point takes exactly one of ``teacher`` and ``kappa_star``, through
+    the one check of qnr.teachers (same messages everywhere)."""
+    with pytest.raises(ValueError, match="give a teacher or kappa_star"):
+        build()
+    with pytest.raises(ValueError, match="not both"):
+        build(teacher=qnr.teachers.MarchenkoPastur(0.5), kappa_star=0.5)
+    assert qnr.teachers.resolve_teacher(None, 0.5) == qnr.teachers.MarchenkoPastur(0.5)

@@ -44,7 +44,7 @@ from jaxtyping import Array, Bool, Float, Int
 from qnr._validate import check_nonnegative, check_positive, check_size
 from qnr.model import mmse_from_error
 from qnr.spectra import atomic_law, convolved_law, teacher_atoms
-from qnr.teachers import MarchenkoPastur, Teacher
+from qnr.teachers import MarchenkoPastur, Teacher, resolve_teacher
 
 __all__ = [
     "mmse",
@@ -174,12 +174,7 @@ class BayesOptimal(eqx.Module):
         Delta=0.0,
         d: int | None = None,
     ):
-        if teacher is None:
-            if kappa_star is None:
-                raise ValueError("give a teacher or kappa_star (MP teacher)")
-            teacher = MarchenkoPastur(kappa_star)
-        elif kappa_star is not None:
-            raise ValueError("give either teacher or kappa_star, not both")
+        teacher = resolve_teacher(teacher, kappa_star)
         self.spectral_law = _spectral_law(teacher, d)
         alpha = jnp.asarray(check_positive("alpha", alpha))
         if not jnp.issubdtype(alpha.dtype, jnp.floating):

@@ -31,7 +31,7 @@ import optimistix as optx
 from jaxtyping import Array, Float
 
 from qnr._validate import check_nonnegative, check_positive, is_concrete
-from qnr.teachers import MarchenkoPastur
+from qnr.teachers import MarchenkoPastur, check_teacher_or_kappa_star
 from qnr.theory.erm import ERMProblem, ERMSolution, ERMSolver, solve_erm
 
 __all__ = ["OptimalLam", "optimal_lam"]
@@ -134,12 +134,9 @@ def optimal_lam(
     lo, hi = (float(b) for b in bounds)
     if not (0 < lo < hi):
         raise ValueError(f"bounds must satisfy 0 < low < high, got {bounds}")
+    check_teacher_or_kappa_star(teacher, kappa_star)
     if teacher is None:
-        if kappa_star is None:
-            raise ValueError("give kappa_star (MP teacher) or a teacher")
         k = jnp.asarray(check_positive("kappa_star", kappa_star))
-    elif kappa_star is not None:
-        raise ValueError("give either teacher or kappa_star, not both")
     else:
         k = jnp.ones(())
     constrained = kappa is not None and (

@@ -79,7 +79,7 @@ from qnr.spectra import (
     teacher_atoms,
 )
 from qnr.spectra._roots import newton_polish, safe_newton
-from qnr.teachers import MarchenkoPastur, Teacher
+from qnr.teachers import MarchenkoPastur, Teacher, check_teacher_or_kappa_star, resolve_teacher
 from qnr.theory._newton import DampedNewton
 from qnr.theory.thresholds import strong_recovery
 
@@ -250,12 +250,7 @@ class ERMProblem(eqx.Module):
         lam_zero: bool | None = None,
         n_nodes: int | None = None,
     ):
-        if teacher is None:
-            if kappa_star is None:
-                raise ValueError("give a teacher or kappa_star (MP teacher)")
-            teacher = MarchenkoPastur(kappa_star)
-        elif kappa_star is not None:
-            raise ValueError("give either teacher or kappa_star, not both")
+        teacher = resolve_teacher(teacher, kappa_star)
         if isinstance(teacher, MarchenkoPastur):
             if d is not None:
                 raise ValueError(
@@ -625,9 +620,8 @@ def erm_problem_grid(
     check_nonnegative("lam", lam)
     check_nonnegative("Delta", Delta)
     kappa = np.inf if kappa is None else check_positive("kappa", kappa)
+    check_teacher_or_kappa_star(teacher, kappa_star)
     if teacher is None:
-        if kappa_star is None:
-            raise ValueError("give a teacher or kappa_star (MP teacher)")
         ks = np.asarray(check_positive("kappa_star", kappa_star), dtype=float)
     else:
         ks = np.asarray(1.0)

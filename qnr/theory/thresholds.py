@@ -45,6 +45,7 @@ from jaxtyping import Array, Float, Int
 
 from qnr._validate import check_positive, is_concrete
 from qnr.spectra._roots import newton_polish, safe_newton
+from qnr.teachers import check_teacher_or_kappa_star
 
 __all__ = [
     "semicircle_partial_moments",
@@ -387,14 +388,8 @@ def interpolation_threshold(
     from qnr.theory.erm import ERMProblem  # theory-internal; spectra via erm
 
     check_positive("Delta", Delta)
-    if teacher is None:
-        if kappa_star is None:
-            raise ValueError("give kappa_star (MP teacher) or a teacher")
-        k = _float(check_positive("kappa_star", kappa_star))
-    elif kappa_star is not None:
-        raise ValueError("give either teacher or kappa_star, not both")
-    else:
-        k = jnp.ones(())
+    check_teacher_or_kappa_star(teacher, kappa_star)
+    k = jnp.ones(()) if teacher is not None else _float(check_positive("kappa_star", kappa_star))
     constrained = kappa is not None and (
         not is_concrete(kappa) or bool(jnp.any(jnp.asarray(kappa) < 1))
     )
