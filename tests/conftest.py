@@ -1,4 +1,6 @@
-"""Test configuration: float64 everywhere, strict dtype promotion for the theory tests."""
+"""Test configuration: float64 and strict dtype promotion everywhere (as optimistix's and
+equinox's test suites): mixing dtypes (float32/float64, int/float, real/complex arrays) must be
+explicit in qnr, never a silent promotion."""
 
 import os
 
@@ -12,13 +14,7 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
-
-
-@pytest.fixture
-def strict_promotion():
-    """Strict dtype promotion (no silent float32/float64 mixing) inside a test."""
-    with jax.numpy_dtype_promotion("strict"):
-        yield
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
 @pytest.fixture

@@ -197,7 +197,7 @@ def test_finite_d_power_law_spectrum_matches_subordination(key):
     g = (a + a.T) / jnp.sqrt(2.0 * d)
     ev = np.asarray(jnp.linalg.eigvalsh(jnp.diag(w) + jnp.sqrt(xi) * g))
     law = convolved_law(teacher, xi, d=d)
-    z = jnp.linspace(-1.0, 4.0, 26) + 0.1j
+    z = jnp.linspace(-1.0 + 0.1j, 4.0 + 0.1j, 26)  # complex endpoints: no float + complex mixing
     g_emp = np.mean(1 / (np.asarray(z)[:, None] - ev[None, :]), axis=1)
     np.testing.assert_allclose(np.asarray(law.stieltjes(z)), g_emp, atol=0.02)
     edges = jnp.linspace(-1.0, 1.5, 6)

@@ -38,7 +38,7 @@ def test_semicircle_moments_match_quadrature():
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
 
 
-def test_alpha_bo_closed_form(strict_promotion):
+def test_alpha_bo_closed_form():
     k = jnp.array([0.1, 0.5, 0.9, 1.0, 3.0])
     np.testing.assert_allclose(alpha_bo(k), [0.095, 0.375, 0.495, 0.5, 0.5], rtol=1e-14)
     assert jax.grad(alpha_bo)(0.3) == pytest.approx(0.7, rel=1e-14)
@@ -48,7 +48,7 @@ def test_alpha_bo_closed_form(strict_promotion):
 # --- strong recovery --------------------------------------------------------------------------
 
 
-def test_alpha_sr_published_values(strict_promotion):
+def test_alpha_sr_published_values():
     sol = strong_recovery(jnp.array([0.1, 0.5, 0.9]))
     assert np.all(sol.result == optx.RESULTS.successful)
     np.testing.assert_allclose(sol.alpha_SR, [0.157572, 0.422175, 0.497405], atol=6e-7)

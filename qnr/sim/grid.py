@@ -281,7 +281,7 @@ def simulation_kernel(
         else:
             mm = jnp.minimum(m, m_max)
             W0 = init_weights(k_init, d, mm, init_scale, m_max=m_max, dtype=dtype)
-            neuron_mask = (jnp.arange(m_max) < mm).astype(dtype)
+            neuron_mask = (jnp.arange(m_max, dtype=mm.dtype) < mm).astype(dtype)
             slv = eqx.tree_at(lambda s: s.learning_rate, solver, jnp.asarray(learning_rate, dtype))
             sol = _train_network(problem, W0, slv, neuron_mask, S_star, Delta, rank_rtol)
             gap = jnp.asarray(jnp.nan, dtype)

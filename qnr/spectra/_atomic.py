@@ -296,9 +296,9 @@ class AtomicConvolution(SemicircleConvolution):
         steps that would leave ``Im w >= Im z`` are halved), then ``g = (z - w)/xi``."""
         t, p, xi = self._args
         z = jnp.asarray(z)
-        cdt = jnp.result_type(z.dtype, jnp.complex64)
-        if xi.dtype == jnp.float64:
-            cdt = jnp.complex128
+        # double precision when z or xi is (what standard promotion of z with complex64 gives)
+        wide = xi.dtype == jnp.float64 or z.dtype in (jnp.float64, jnp.complex128)
+        cdt = jnp.complex128 if wide else jnp.complex64
         z = z.astype(cdt)
         tc, pc, xic = t.astype(cdt), p.astype(cdt), xi.astype(cdt)
 
