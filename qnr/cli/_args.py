@@ -35,6 +35,8 @@ __all__ = [
     "integer",
     "add_teacher_flags",
     "check_teacher_flags",
+    "add_delta_flag",
+    "add_student_kappa_flag",
     "memory_limit",
     "step_limit",
     "check_memory",
@@ -135,3 +137,15 @@ def check_teacher_flags(args) -> None:
         raise ValueError("--d applies to the power-law teacher only (mp uses the d -> inf law)")
     if args.teacher == "power-law" and args.d is None:
         raise ValueError("--d is required for the power-law teacher")
+
+
+def add_delta_flag(p: argparse.ArgumentParser, *, help: str = "label-noise variance Delta >= 0"):
+    """``--delta``: the label-noise variance ``Delta >= 0`` (default 0), shared by the commands."""
+    p.add_argument("--delta", type=real("delta", ge=0), default=0.0, help=help)
+
+
+def add_student_kappa_flag(p: argparse.ArgumentParser, *, help: str, le=None) -> None:
+    """``--kappa``: the student width ratio ``m/d > 0`` (at most ``le``); omitted (``None``),
+    the student is unconstrained."""
+    kappa = real("kappa", gt=0, le=le, hint="omit --kappa for an unconstrained student")
+    p.add_argument("--kappa", type=kappa, default=None, help=help)

@@ -11,21 +11,20 @@ Example::
 
 from __future__ import annotations
 
-from qnr.cli._args import add_teacher_flags, check_teacher_flags, real
+from qnr.cli._args import add_delta_flag, add_teacher_flags, check_teacher_flags, real
 from qnr.cli._common import add_common_flags, setup_precision
+
+HELP = "Bayes-optimal error E_BO (state evolution of GAMP-RIE)"
+DESCRIPTION = (
+    "Solve 2 alpha delta = mmse(delta) + Delta/2 with mmse(delta) = delta - "
+    "(4 pi^2/3) delta^2 int rho_delta^3 (THEORY.md section 4; Maillard et al. 2024) and "
+    "print E_BO = mmse(delta_eff), its kappa*-normalised form MMSE = kappa* E_BO and "
+    "the perfect-recovery threshold alpha_BO."
+)
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "bayes-optimal",
-        help="Bayes-optimal error E_BO (state evolution of GAMP-RIE)",
-        description=(
-            "Solve 2 alpha delta = mmse(delta) + Delta/2 with mmse(delta) = delta - "
-            "(4 pi^2/3) delta^2 int rho_delta^3 (THEORY.md section 4; Maillard et al. 2024) and "
-            "print E_BO = mmse(delta_eff), its kappa*-normalised form MMSE = kappa* E_BO and "
-            "the perfect-recovery threshold alpha_BO."
-        ),
-    )
+    p = sub.add_parser("bayes-optimal", help=HELP, description=DESCRIPTION)
     add_common_flags(p)
     p.add_argument(
         "--alpha", type=real("alpha", gt=0), required=True, help="sample ratio n/d^2 > 0"
@@ -33,9 +32,7 @@ def register(sub) -> None:
     p.add_argument(
         "--kappa-star", type=real("kappa_star", gt=0), default=0.5, help="teacher width ratio m*/d"
     )
-    p.add_argument(
-        "--delta", type=real("delta", ge=0), default=0.0, help="label-noise variance Delta >= 0"
-    )
+    add_delta_flag(p)
     add_teacher_flags(p)
     p.set_defaults(func=run, check=check)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 
-from qnr.cli._args import integer, real
+from qnr.cli._args import add_delta_flag, integer, real
 from qnr.cli._common import add_common_flags, setup_precision
 
 
@@ -50,9 +50,7 @@ def register(sub) -> None:
     p.add_argument(
         "--alpha", type=real("alpha", gt=0), default=2.0, help="GD sample ratio n = alpha d^2"
     )
-    p.add_argument(
-        "--delta", type=real("delta", ge=0), default=0.0, help="label-noise variance Delta >= 0"
-    )
+    add_delta_flag(p)
     p.add_argument("--seed", type=integer("seed", ge=0), default=0, help="PRNG seed")
     p.set_defaults(func=run, check=check)
 

@@ -3,21 +3,26 @@ file (``--points``, one compiled program per static group; THEORY.md section 2).
 
 from __future__ import annotations
 
-from qnr.cli._args import add_teacher_flags, check_teacher_flags, real
+from qnr.cli._args import (
+    add_delta_flag,
+    add_student_kappa_flag,
+    add_teacher_flags,
+    check_teacher_flags,
+    real,
+)
 from qnr.cli._common import add_common_flags, setup_precision
+
+HELP = "replica prediction for ERM (xi, tau, E, e_test, e_train, rank)"
+DESCRIPTION = (
+    "Solve the ERM fixed point 2 alpha xi = E + Delta/2, tau (1 - D/alpha) = lam "
+    "(THEORY.md section 2). lam = 0 means the lam -> 0+ limit (the minimum nuclear "
+    "norm interpolator) -- NOT unregularised least squares, which is what "
+    "'qnr simulate --lam 0 --least-squares' runs."
+)
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "erm-theory",
-        help="replica prediction for ERM (xi, tau, E, e_test, e_train, rank)",
-        description=(
-            "Solve the ERM fixed point 2 alpha xi = E + Delta/2, tau (1 - D/alpha) = lam "
-            "(THEORY.md section 2). lam = 0 means the lam -> 0+ limit (the minimum nuclear "
-            "norm interpolator) -- NOT unregularised least squares, which is what "
-            "'qnr simulate --lam 0 --least-squares' runs."
-        ),
-    )
+    p = sub.add_parser("erm-theory", help=HELP, description=DESCRIPTION)
     add_common_flags(p)
     p.add_argument("--alpha", type=real("alpha", gt=0), default=None, help="sample ratio n/d^2 > 0")
     p.add_argument(
@@ -36,11 +41,8 @@ def register(sub) -> None:
         default=None,
         help="teacher width ratio m*/d (default: 0.5 for mp, 1 for power-law, as in the API)",
     )
-    p.add_argument(
-        "--kappa",
-        type=real("kappa", gt=0, hint="omit --kappa for an unconstrained student"),
-        default=None,
-        help="student width ratio m/d > 0 (default: unconstrained, i.e. kappa >= 1)",
+    add_student_kappa_flag(
+        p, help="student width ratio m/d > 0 (default: unconstrained, i.e. kappa >= 1)"
     )
     p.add_argument(
         "--lam",
@@ -48,22 +50,16 @@ def register(sub) -> None:
         default=0.0,
         help="ridge on ||W||_F^2, >= 0 (default 0: the lam -> 0+ limit, min nuclear norm)",
     )
-    p.add_argument(
-        "--delta", type=real("delta", ge=0), default=0.0, help="label-noise variance Delta >= 0"
-    )
+    add_delta_flag(p)
     add_teacher_flags(p)
     p.set_defaults(func=run, check=check)
 
 
 def check(args) -> None:
-    if (args.alpha is None) == (args.points is None):
-        raise ValueError("give exactly one of --alpha (one point) or --points FILE (a batch)")
-    if args.points is not None:
-        from qnr.cli._points import read_points
+    from qnr.cli._points import check_point_or_points, read_points
 
-        args.point_rows = read_points(args.points)
-        return
-    check_teacher_flags(args)
+    if not check_point_or_points(args, "--alpha", read_points):
+        check_teacher_flags(args)
 
 
 def run(args) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qnr.cli._args import real
+from qnr.cli._args import add_delta_flag, real
 from qnr.cli._common import add_common_flags, setup_precision
 
 
@@ -14,9 +14,7 @@ def register(sub) -> None:
         "--kappa-star", type=real("kappa_star", gt=0), default=0.5, help="teacher width ratio"
     )
     p.add_argument("--gamma", type=real("gamma", ge=0), default=1.0, help="power-law exponent")
-    p.add_argument(
-        "--delta", type=real("delta", ge=0), default=0.0, help="label-noise variance Delta >= 0"
-    )
+    add_delta_flag(p)
     p.set_defaults(func=run)
 
 

@@ -3,27 +3,24 @@ alpha_BO / alpha_SR / alpha_inter threshold curves."""
 
 from __future__ import annotations
 
-from qnr.cli._args import integer, real
+from qnr.cli._args import add_delta_flag, integer, real
 from qnr.cli._common import add_common_flags, setup_precision
+
+HELP = "(alpha, kappa*) phase diagram: predicted ERM test error and thresholds"
+DESCRIPTION = (
+    "Evaluate the ERM replica prediction on an (alpha, kappa*) grid (MP teacher) and "
+    "draw it as a heat map with the thresholds alpha_BO, alpha_SR and (Delta > 0) "
+    "alpha_inter. Writes phase_diagram.png/.pdf/.csv/.json under --out."
+)
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "phase-diagram",
-        help="(alpha, kappa*) phase diagram: predicted ERM test error and thresholds",
-        description=(
-            "Evaluate the ERM replica prediction on an (alpha, kappa*) grid (MP teacher) and "
-            "draw it as a heat map with the thresholds alpha_BO, alpha_SR and (Delta > 0) "
-            "alpha_inter. Writes phase_diagram.png/.pdf/.csv/.json under --out."
-        ),
-    )
+    p = sub.add_parser("phase-diagram", help=HELP, description=DESCRIPTION)
     add_common_flags(p, progress=True)
     p.add_argument(
         "--lam", type=real("lam", ge=0), default=1e-3, help="regularisation lam >= 0 (0: lam -> 0+)"
     )
-    p.add_argument(
-        "--delta", type=real("delta", ge=0), default=0.0, help="label-noise variance Delta >= 0"
-    )
+    add_delta_flag(p)
     p.add_argument(
         "--kappa",
         type=real("kappa", gt=0),

@@ -15,7 +15,13 @@ import math
 import time
 from pathlib import Path
 
-__all__ = ["read_points", "solve_points", "read_threshold_points", "solve_threshold_points"]
+__all__ = [
+    "read_points",
+    "solve_points",
+    "read_threshold_points",
+    "solve_threshold_points",
+    "check_point_or_points",
+]
 
 _REQUIRED = ("alpha", "kappa_star", "kappa", "lam", "delta")
 _OPTIONAL = ("teacher", "gamma", "d")
@@ -245,3 +251,15 @@ def solve_threshold_points(rows: list[dict], *, text_csv: bool) -> dict:
     if text_csv:
         report["_text"] = _csv_text(results)
     return report
+
+
+def check_point_or_points(args, flag: str, read) -> bool:
+    """Exactly one of ``flag`` (one point) and ``--points FILE`` (a batch) must be given; with
+    ``--points`` the file is read and validated now by ``read`` (into ``args.point_rows``),
+    before anything is computed. Returns whether a batch was given."""
+    if (getattr(args, flag.lstrip("-").replace("-", "_")) is None) == (args.points is None):
+        raise ValueError(f"give exactly one of {flag} (one point) or --points FILE (a batch)")
+    if args.points is None:
+        return False
+    args.point_rows = read(args.points)
+    return True

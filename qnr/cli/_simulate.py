@@ -12,7 +12,7 @@ prints their seed statistics. Adding a solver (e.g. ``gamp``) is one entry in th
 
 from __future__ import annotations
 
-from qnr.cli._args import integer, real
+from qnr.cli._args import add_delta_flag, add_student_kappa_flag, integer, real
 from qnr.cli._bayes import run_gamp_simulation
 from qnr.cli._common import add_common_flags, setup_precision
 
@@ -81,20 +81,20 @@ SOLVERS = {
 """Solver name -> runner ``(args, teacher) -> dict`` (see the module docstring)."""
 
 
+HELP = "finite-d ERM simulation (convex nuclear norm or trained network), seed averages"
+DESCRIPTION = (
+    "Sample teacher-student data (n = alpha d^2, label noise Delta), solve the ERM "
+    "problem (1/(4n)) sum (y - Tr(Z S))^2 + (lam/d) Tr S (convex) or train the width "
+    "kappa d network, and print seed statistics of E = ||Shat - S*||_F^2/d, e_test, "
+    "e_train and the rank fraction. Non-converged seeds are excluded from the means. "
+    "lam = 0 here is unregularised least squares, NOT the lam -> 0+ limit that "
+    "'qnr erm-theory --lam 0' describes: it must be confirmed with --least-squares "
+    "(use a small --lam > 0 to approach the lam -> 0+ limit)."
+)
+
+
 def register(sub) -> None:
-    p = sub.add_parser(
-        "simulate",
-        help="finite-d ERM simulation (convex nuclear norm or trained network), seed averages",
-        description=(
-            "Sample teacher-student data (n = alpha d^2, label noise Delta), solve the ERM "
-            "problem (1/(4n)) sum (y - Tr(Z S))^2 + (lam/d) Tr S (convex) or train the width "
-            "kappa d network, and print seed statistics of E = ||Shat - S*||_F^2/d, e_test, "
-            "e_train and the rank fraction. Non-converged seeds are excluded from the means. "
-            "lam = 0 here is unregularised least squares, NOT the lam -> 0+ limit that "
-            "'qnr erm-theory --lam 0' describes: it must be confirmed with --least-squares "
-            "(use a small --lam > 0 to approach the lam -> 0+ limit)."
-        ),
-    )
+    p = sub.add_parser("simulate", help=HELP, description=DESCRIPTION)
     add_common_flags(p, progress=True)
     p.add_argument(
         "--alpha", type=real("alpha", gt=0), required=True, help="sample ratio n/d^2 > 0"
@@ -102,10 +102,9 @@ def register(sub) -> None:
     p.add_argument(
         "--kappa-star", type=real("kappa_star", gt=0), default=0.5, help="teacher width ratio"
     )
-    p.add_argument(
-        "--kappa",
-        type=real("kappa", gt=0, le=1e4, hint="omit --kappa for an unconstrained student"),
-        default=None,
+    add_student_kappa_flag(
+        p,
+        le=1e4,
         help="student width ratio m/d, 0 < kappa <= 1e4 (convex: rank bound); "
         "default: m = d (no constraint)",
     )
@@ -121,9 +120,7 @@ def register(sub) -> None:
         action="store_true",
         help="confirm --lam 0: unregularised least squares (not the lam -> 0+ limit)",
     )
-    p.add_argument(
-        "--delta", type=real("delta", ge=0), default=0.0, help="label-noise variance Delta >= 0"
-    )
+    add_delta_flag(p)
     p.add_argument("--d", type=integer("d", ge=2, le=100_000), default=30, help="dimension")
     p.add_argument(
         "--seeds", type=integer("seeds", ge=1, le=100_000), default=4, help="number of seeds"

@@ -7,19 +7,18 @@ import os
 from qnr.cli._args import integer
 from qnr.cli._common import add_common_flags, setup_precision
 
+HELP = "run or resume a grid sweep described by a TOML file (results: Parquet chunks)"
+DESCRIPTION = (
+    "Run (or resume) the sweep described by CONFIG (TOML; see qnr.sweep and "
+    "examples/sweep_*.toml). Results go to one Parquet file per chunk under --out; "
+    "rerunning the same command verifies the chunks on disk (checksum, config hash), "
+    "skips the good ones and recomputes bad ones (moved to corrupt/). Load them with "
+    "qnr.sweep.load(PATH). Several processes (hosts): --distributed, see README."
+)
+
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "sweep",
-        help="run or resume a grid sweep described by a TOML file (results: Parquet chunks)",
-        description=(
-            "Run (or resume) the sweep described by CONFIG (TOML; see qnr.sweep and "
-            "examples/sweep_*.toml). Results go to one Parquet file per chunk under --out; "
-            "rerunning the same command verifies the chunks on disk (checksum, config hash), "
-            "skips the good ones and recomputes bad ones (moved to corrupt/). Load them with "
-            "qnr.sweep.load(PATH). Several processes (hosts): --distributed, see README."
-        ),
-    )
+    p = sub.add_parser("sweep", help=HELP, description=DESCRIPTION)
     add_common_flags(p, progress=True)
     p.add_argument("config", help="sweep description (TOML)")
     p.add_argument(

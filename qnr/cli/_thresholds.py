@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from qnr.cli._args import real
+from qnr.cli._args import add_delta_flag, add_student_kappa_flag, real
 from qnr.cli._common import add_common_flags, setup_precision
+
+HELP = "alpha_BO, alpha_SR, kappa_min and alpha_inter for the MP teacher"
+DESCRIPTION = (
+    "Thresholds of THEORY.md section 3 for the Marchenko-Pastur teacher of width "
+    "kappa* d: Bayes-optimal perfect recovery alpha_BO, ERM strong recovery alpha_SR "
+    "(lam -> 0+, student width kappa d) and the rank kappa_min of the solution at "
+    "threshold, and the interpolation threshold alpha_inter (label noise Delta)."
+)
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "thresholds",
-        help="alpha_BO, alpha_SR, kappa_min and alpha_inter for the MP teacher",
-        description=(
-            "Thresholds of THEORY.md section 3 for the Marchenko-Pastur teacher of width "
-            "kappa* d: Bayes-optimal perfect recovery alpha_BO, ERM strong recovery alpha_SR "
-            "(lam -> 0+, student width kappa d) and the rank kappa_min of the solution at "
-            "threshold, and the interpolation threshold alpha_inter (label noise Delta)."
-        ),
-    )
+    p = sub.add_parser("thresholds", help=HELP, description=DESCRIPTION)
     add_common_flags(p)
     p.add_argument(
         "--kappa-star",
@@ -33,28 +32,19 @@ def register(sub) -> None:
             "prints a CSV, or with --json {points: [...], timings: {...}}"
         ),
     )
-    p.add_argument(
-        "--kappa",
-        type=real("kappa", gt=0, hint="omit --kappa for an unconstrained student"),
-        default=None,
-        help="student width ratio kappa > 0 (default: unconstrained, i.e. kappa >= 1)",
+    add_student_kappa_flag(
+        p, help="student width ratio kappa > 0 (default: unconstrained, i.e. kappa >= 1)"
     )
-    p.add_argument(
-        "--delta",
-        type=real("delta", ge=0),
-        default=0.0,
-        help="label-noise variance Delta >= 0 for alpha_inter (0: the Delta -> 0+ limit)",
+    add_delta_flag(
+        p, help="label-noise variance Delta >= 0 for alpha_inter (0: the Delta -> 0+ limit)"
     )
     p.set_defaults(func=run, check=check)
 
 
 def check(args) -> None:
-    if (args.kappa_star is None) == (args.points is None):
-        raise ValueError("give exactly one of --kappa-star (one point) or --points FILE (a batch)")
-    if args.points is not None:
-        from qnr.cli._points import read_threshold_points
+    from qnr.cli._points import check_point_or_points, read_threshold_points
 
-        args.point_rows = read_threshold_points(args.points)
+    if check_point_or_points(args, "--kappa-star", read_threshold_points):
         return
     if args.delta == 0 and args.kappa is not None and args.kappa < min(args.kappa_star, 1.0):
         raise ValueError(
