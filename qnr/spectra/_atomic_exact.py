@@ -64,8 +64,10 @@ weights) through one Newton step with live parameters (implicit function theorem
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from qnr.spectra._mp_exact import MPIntegrals
 from qnr.spectra._roots import newton_polish, safe_newton
@@ -170,18 +172,27 @@ def _f_delta(delta, c, b_rel, p, xi):
 
 def _complex_polish(delta, c, b_rel, p, xi, steps=3):
     """Safeguarded complex Newton on ``f(delta) = 0``: a step is taken only if it is small
-    (relative ``1e-6``), lowers ``|f|`` and keeps ``Im delta >= 0``."""
-    for _ in range(steps):
-        f, df = _f_delta(delta, c, b_rel, p, xi)
+    (relative ``1e-6``), lowers ``|f|`` and keeps ``Im delta >= 0``. A rolled loop carrying
+    ``(delta, f, f')`` (one evaluation of ``f`` per step; compiled once, not ``steps`` times)."""
+
+    def body(_, carry):
+        delta, f, df = carry
         ok = df != 0
         step = jnp.where(ok, f / jnp.where(ok, df, 1), 0)
         new = delta - step
-        f_new, _ = _f_delta(new, c, b_rel, p, xi)
+        f_new, df_new = _f_delta(new, c, b_rel, p, xi)
         # the start is accurate to ~1e-14 in u: only small corrections are genuine (near an
         # edge, where f' -> 0, a large step would jump to another root)
         small = jnp.abs(step) <= 1e-6 * jnp.abs(delta)
         good = jnp.isfinite(new) & small & (jnp.abs(f_new) <= jnp.abs(f)) & (new.imag >= 0)
-        delta = jnp.where(good, new, delta)
+        return (
+            jnp.where(good, new, delta),
+            jnp.where(good, f_new, f),
+            jnp.where(good, df_new, df),
+        )
+
+    f, df = _f_delta(delta, c, b_rel, p, xi)
+    delta, _, _ = lax.fori_loop(0, steps, body, (delta, f, df))
     return delta
 
 
@@ -276,8 +287,10 @@ def _w3_far(w, t, p):
 
 
 def _parts(delta, c, tk, t, p, xi, gam, gam1):
-    """``(up, low, G)``: ``Im R_j + sum_i c_ij arg(w - t_i)`` and
-    ``sum_i c_ij arg(t_i - w) - Im R_j`` for ``j = m0, m1, m2, h0, h1`` (module docstring)."""
+    """``(up, low, G, G1, W3_up, W3_low)``: ``Im R_j + sum_i c_ij arg(w - t_i)`` and
+    ``sum_i c_ij arg(t_i - w) - Im R_j`` for ``j = m0, m1, m2, h0, h1`` (module docstring),
+    ``G(w)``, ``G1 = sum p/(w - t)^2 = -G'(w)`` and ``Im W3`` in the same two forms (for the
+    closed-form derivatives, :func:`_tangents`)."""
     cdt = delta.dtype
     D = c + delta[..., None]  # w - t_i
     inv = 1 / D
@@ -331,21 +344,137 @@ def _parts(delta, c, tk, t, p, xi, gam, gam1):
     )
     up = up + w3_fac * w3_up
     low = low + w3_fac * w3_low
-    return up, low, G
+    G1 = jnp.sum(pc * inv * inv, axis=-1)
+    return up, low, G, G1, w3_up, w3_low
 
 
-def _integrals(k, delta, t, p, xi, b) -> MPIntegrals:
+_SCALE = (1.0, 1.0, 1.0, 0.5, 0.5)  # 1/pi for the m_j, 1/(2 pi) for the h_j
+
+
+def _outputs(parts, dtype):
+    """``(up, low, rho, hilbert)`` (the integrals, scaled) from :func:`_parts`."""
+    up, low, G = parts[:3]
+    scale = jnp.asarray(_SCALE, dtype).reshape((5,) + (1,) * G.ndim) / jnp.pi
+    return up * scale, low * scale, jnp.maximum(-G.imag, 0.0) / jnp.pi, G.real
+
+
+def _generic(k, delta, t, p, xi, b):
+    """The outputs with gradients through the root by the implicit function theorem
+    (:func:`_attach`): used for the derivatives in the atoms and the weights."""
     delta, c, tk = _attach(k, delta, t, p, xi, b)
     gam, gam1 = teacher_constants(t, p)
-    up, low, G = _parts(delta, c, tk, t, p, xi, gam, gam1)
-    scale = jnp.asarray([1.0, 1.0, 1.0, 0.5, 0.5], t.dtype).reshape((5,) + (1,) * delta.ndim)
-    up = up * scale / jnp.pi
-    low = low * scale / jnp.pi
+    return _outputs(_parts(delta, c, tk, t, p, xi, gam, gam1), t.dtype)
+
+
+def _tangents(parts, xi, b, xi_dot, b_dot):
+    """Closed-form derivatives of ``(up, low, rho, hilbert)`` in ``xi`` and ``b``.
+
+    ``d/db int_b^inf f = -f(b)``. In ``xi`` at fixed ``x``: ``g = G(x - xi g)`` gives Burgers'
+    equation ``d_xi g = -g d_x g = -(1/2) d_x g^2`` (``d_xi g^2 = -(2/3) d_x g^3``); integrating
+    by parts (the boundary terms at ``+inf`` are real),
+    ``d_xi m_j = -b^j Im g(b)^2/(2 pi) + j h_(j-1)`` and
+    ``d_xi h_j = -b^j Im g(b)^3/(3 pi) - j Im int_b^inf g^3 dx/(3 pi)``, with
+    ``int g^3 dx = W3 + xi G^4/4`` (``Im`` of it above ``b`` is ``-(W3_up + xi Im G^4/4)``).
+    The lower integrals' derivatives are written in the lower forms (no cancellation against
+    the totals ``1, mu_1, mu_2 + xi, 0, 1/2``). ``rho`` and ``H`` from
+    ``d_b g = G'(w)/(1 + xi G'(w))`` and ``d_xi g = -g d_b g``."""
+    up, low, G, G1, w3_up, w3_low = parts
+    pi = jnp.pi
+    g2 = (G * G).imag
+    g3 = (G * G * G).imag
+    g4 = (G * G * G * G).imag
+    s = jnp.asarray(_SCALE, b.dtype).reshape((5,) + (1,) * G.ndim) / pi
+    h0_up, h1_up = up[3] * s[3], up[4] * s[4]
+    h0_low, h1_low = low[3] * s[3], low[4] * s[4]
+    bb = b * b
+    # d/db of the upper integrals (the lower ones: the negatives)
+    db_up = jnp.stack(
+        [G.imag / pi, b * G.imag / pi, bb * G.imag / pi, g2 / (2 * pi), b * g2 / (2 * pi)]
+    )
+    k3 = xi * g4 / 4
+    dxi_up = jnp.stack(
+        [
+            -g2 / (2 * pi),
+            -b * g2 / (2 * pi) + h0_up,
+            -bb * g2 / (2 * pi) + 2 * h1_up,
+            -g3 / (3 * pi),
+            -b * g3 / (3 * pi) + (w3_up + k3) / (3 * pi),
+        ]
+    )
+    dxi_low = jnp.stack(
+        [
+            g2 / (2 * pi),
+            b * g2 / (2 * pi) + h0_low,
+            bb * g2 / (2 * pi) + 2 * h1_low,
+            g3 / (3 * pi),
+            b * g3 / (3 * pi) + (w3_low - k3) / (3 * pi),
+        ]
+    )
+    d_up = 0.0
+    d_low = 0.0
+    dG = jnp.zeros_like(G)
+    cdt = G.dtype
+    den = 1 - xi.astype(cdt) * G1
+    ok = den != 0
+    dG_db = jnp.where(ok, -G1 / jnp.where(ok, den, 1), 0)  # d_b g
+    if b_dot is not None:
+        d_up = d_up + db_up * b_dot
+        d_low = d_low - db_up * b_dot
+        dG = dG + dG_db * b_dot.astype(cdt)
+    if xi_dot is not None:
+        d_up = d_up + dxi_up * xi_dot
+        d_low = d_low + dxi_low * xi_dot
+        dG = dG - G * dG_db * xi_dot.astype(cdt)
+    d_rho = jnp.where(-G.imag > 0, -dG.imag / pi, 0.0)
+    return d_up, d_low, d_rho, dG.real
+
+
+@jax.custom_jvp
+def _atomic_core(t, p, xi, b):
+    """``(up, low, rho, hilbert)``; primal: root without gradients, then :func:`_parts`."""
+    k, delta = _solve_delta(t, p, xi, b)
+    cdt = _cdt(t.dtype)
+    tk = t[k]
+    c = (tk[..., None] - t).astype(cdt)
+    gam, gam1 = teacher_constants(t, p)
+    return _outputs(_parts(delta, c, tk, t, p, xi, gam, gam1), t.dtype)
+
+
+def _is_zero(x):
+    return isinstance(x, SymbolicZero)
+
+
+def _atomic_core_jvp(primals, tangents):
+    t, p, xi, b = primals
+    t_dot, p_dot, xi_dot, b_dot = tangents
+    k, delta = _solve_delta(t, p, xi, b)
+    # the primal outputs and the ingredients of the closed forms with gradients through the
+    # root (implicit function theorem), so that the rule itself is differentiable
+    delta_a, c, tk = _attach(k, delta, t, p, xi, b)
+    gam, gam1 = teacher_constants(t, p)
+    parts = _parts(delta_a, c, tk, t, p, xi, gam, gam1)
+    out = _outputs(parts, t.dtype)
+    d_up, d_low, d_rho, d_h = _tangents(
+        parts, xi, b, None if _is_zero(xi_dot) else xi_dot, None if _is_zero(b_dot) else b_dot
+    )
+    if not (_is_zero(t_dot) and _is_zero(p_dot)):
+        t_dot = jnp.zeros_like(t) if _is_zero(t_dot) else t_dot
+        p_dot = jnp.zeros_like(p) if _is_zero(p_dot) else p_dot
+        _, tp = jax.jvp(lambda tt, pp: _generic(k, delta, tt, pp, xi, b), (t, p), (t_dot, p_dot))
+        d_up, d_low, d_rho, d_h = (a + u for a, u in zip((d_up, d_low, d_rho, d_h), tp))
+    d_out = tuple(
+        jnp.broadcast_to(jnp.asarray(d, o.dtype), o.shape)
+        for d, o in zip((d_up, d_low, d_rho, d_h), out)
+    )
+    return out, d_out
+
+
+_atomic_core.defjvp(_atomic_core_jvp, symbolic_zeros=True)
+
+
+def _as_integrals(up, low, rho, hilbert) -> MPIntegrals:
     return MPIntegrals(
-        *(up[i] for i in range(5)),
-        *(low[i] for i in range(5)),
-        rho=jnp.maximum(-G.imag, 0.0) / jnp.pi,
-        hilbert=G.real,
+        *(up[i] for i in range(5)), *(low[i] for i in range(5)), rho=rho, hilbert=hilbert
     )
 
 
@@ -355,44 +484,92 @@ def atomic_integrals(atoms, weights, xi, b) -> MPIntegrals:
     teacher ``sum_i p_i delta_{t_i}`` (atoms sorted ascending and distinct, weights summing to
     1) convolved with a semicircle of variance ``xi > 0`` (module docstring; THEORY.md
     section 6). ``b`` scalar or batch; jit/vmap-friendly; differentiable in ``xi``, ``b``, the
-    atoms and the weights."""
+    atoms and the weights (closed forms in ``xi`` and ``b``, :func:`_tangents`; the implicit
+    function theorem through the root in the atoms and weights)."""
     t, p, xi, b = _real_args(atoms, weights, xi, b)
-    k, delta = _solve_delta(t, p, xi, b)
-    return _integrals(k, delta, t, p, xi, b)
+    return _as_integrals(*_atomic_core(t, p, xi, b))
 
 
 # --------------------------------------------------------------------------- level, edges
+def _m0_up(delta, c, p, xi):
+    """``pi rho([b, inf)) = Im(xi G^2/2) + sum_i p_i arg(w - t_i)`` alone (the ``m0`` row of
+    :func:`_parts`, without the other rows and the expansion of ``W3``)."""
+    cdt = delta.dtype
+    D = c + delta[..., None]
+    G = jnp.sum(p.astype(cdt) / D, axis=-1)
+    im = jnp.where(D.imag > 0, D.imag, 0.0)
+    return (xi.astype(cdt) * (G * G) / 2).imag + jnp.sum(p * jnp.arctan2(im, D.real), axis=-1)
+
+
 def _mass_of_u(u, args):
     """``rho([x(u), inf))`` as a function of Biane's ``u`` (decreasing) and its derivative
     ``-rho(x(u)) x'(u)``; no root solve in ``x``."""
-    t, p, xi, gam, gam1, mass = args
+    t, p, xi, mass = args
     x, v, dx = _x_of_u(u, t, p, xi)
     k, delta = _delta_from_uv(u, v, t, p, xi, x)
     cdt = _cdt(t.dtype)
-    tk = t[k]
-    c = (tk[..., None] - t).astype(cdt)
-    up, _, _ = _parts(delta, c, tk, t, p, xi, gam, gam1)
-    return up[0] / jnp.pi - mass, -(v / (jnp.pi * xi)) * dx
+    c = (t[k][..., None] - t).astype(cdt)
+    return _m0_up(delta, c, p, xi) / jnp.pi - mass, -(v / (jnp.pi * xi)) * dx
+
+
+def _level_root(t, p, xi, mass):
+    """Stop-gradient ``(level, k, delta)``: bracketed Newton in Biane's ``u`` on the exact
+    mass function (no nested solve in ``x``)."""
+    ts, ps, xs, ms = (lax.stop_gradient(v) for v in (t, p, xi, mass))
+    lo, hi = _bracket(ts, xs, jnp.broadcast_to(ts[0], ms.shape))
+    args = (ts, ps, xs, ms)
+    u = safe_newton(_mass_of_u, args, lo, hi, increasing=False, iters=200, rtol=2e-16)
+    x, v, _ = _x_of_u(u, ts, ps, xs)
+    k, delta = _delta_from_uv(u, v, ts, ps, xs, x)
+    return lax.stop_gradient(x), k, delta
+
+
+@jax.custom_jvp
+def _level_core(t, p, xi, mass):
+    return _level_root(t, p, xi, mass)[0]
+
+
+def _level_core_jvp(primals, tangents):
+    """``d omega = (d m0_up - d mass)/rho(omega)`` (implicit function theorem) with the
+    closed form ``d_xi m0_up = H rho`` (:func:`_tangents`): ``d omega = H d xi - d mass/rho
+    + (d_(t, p) m0_up)/rho``; zero where ``rho(omega) = 0``."""
+    t, p, xi, mass = primals
+    t_dot, p_dot, xi_dot, m_dot = tangents
+    level, k, delta = _level_root(t, p, xi, mass)
+    cdt = _cdt(t.dtype)
+    c = (t[k][..., None] - t).astype(cdt)
+    G = jnp.sum(p.astype(cdt) / (c + delta[..., None]), axis=-1)
+    rho = jnp.maximum(-G.imag, 0.0) / jnp.pi
+    pos = rho > 0
+    r = jnp.where(pos, rho, 1.0)
+    d = jnp.zeros_like(level)
+    if not _is_zero(xi_dot):
+        d = d + G.real * xi_dot
+    if not _is_zero(m_dot):
+        d = d - m_dot / r
+    if not (_is_zero(t_dot) and _is_zero(p_dot)):
+        t_dot = jnp.zeros_like(t) if _is_zero(t_dot) else t_dot
+        p_dot = jnp.zeros_like(p) if _is_zero(p_dot) else p_dot
+
+        def m0(tt, pp):
+            dl, cc, _ = _attach(k, delta, tt, pp, xi, level)
+            return _m0_up(dl, cc, pp, xi) / jnp.pi
+
+        _, dm = jax.jvp(m0, (t, p), (t_dot, p_dot))
+        d = d + dm / r
+    return level, jnp.broadcast_to(jnp.where(pos, d, 0.0), level.shape)
+
+
+_level_core.defjvp(_level_core_jvp, symbolic_zeros=True)
 
 
 def atomic_level_with_mass_above(atoms, weights, xi, mass):
     """The level ``omega`` with ``rho_xi([omega, inf)) = mass`` (``0 < mass < 1``): bracketed
-    Newton in Biane's ``u`` on the exact mass function (no nested solve in ``x``); gradients
-    by the implicit function theorem, ``d omega = (d mass_above - d mass)/rho(omega)``."""
+    Newton in Biane's ``u`` on the exact mass function (no nested solve in ``x``); first
+    derivatives by the implicit function theorem, ``d omega = (d mass_above - d mass)/rho``
+    (``d_xi`` of the mass above is ``H rho`` in closed form: ``d omega/d xi = H(omega)``)."""
     t, p, xi, mass = _real_args(atoms, weights, xi, mass)
-    ts, ps, xs, ms = (lax.stop_gradient(v) for v in (t, p, xi, mass))
-    gam, gam1 = teacher_constants(ts, ps)
-    lo, hi = _bracket(ts, xs, jnp.broadcast_to(ts[0], ms.shape))
-    args = (ts, ps, xs, gam, gam1, ms)
-    u = safe_newton(_mass_of_u, args, lo, hi, increasing=False, iters=200, rtol=2e-16)
-    x, v, _ = _x_of_u(u, ts, ps, xs)
-    k, delta = _delta_from_uv(u, v, ts, ps, xs, x)
-    level = lax.stop_gradient(x)
-    i = _integrals(k, delta, t, p, xi, level)
-    rho = lax.stop_gradient(i.rho)
-    r = jnp.where(rho > 0, rho, 1.0)
-    dm = (i.m0_up - lax.stop_gradient(i.m0_up)) - (mass - ms)
-    return level + jnp.where(rho > 0, dm / r, 0.0)
+    return _level_core(t, p, xi, mass)
 
 
 def _edge_fn(u, args):
