@@ -30,9 +30,15 @@ import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Float
 
-from qnr._validate import check_nonnegative, check_positive, is_concrete
-from qnr.teachers import MarchenkoPastur, check_teacher_or_kappa_star
-from qnr.theory.erm import ERMProblem, ERMSolution, ERMSolver, solve_erm
+from qnr._validate import check_nonnegative, check_positive
+from qnr.teachers import check_teacher_or_kappa_star
+from qnr.theory.erm import (
+    ERMSolution,
+    ERMSolver,
+    _rank_constrained,
+    _vmapped_problems,
+    solve_erm,
+)
 
 __all__ = ["OptimalLam", "optimal_lam"]
 
@@ -139,29 +145,18 @@ def optimal_lam(
         k = jnp.asarray(check_positive("kappa_star", kappa_star))
     else:
         k = jnp.ones(())
-    constrained = kappa is not None and (
-        not is_concrete(kappa) or bool(jnp.any(jnp.asarray(kappa) < 1))
-    )
+    constrained = _rank_constrained(kappa)
     kap = jnp.inf if kappa is None else check_positive("kappa", kappa)
     fdt = jnp.zeros(()).dtype
     a, k, dl, kap = jnp.broadcast_arrays(
         *(jnp.asarray(v, dtype=fdt) for v in (alpha, k, Delta, kap))
     )
     shape = a.shape
-
-    def build(al, ks, delta, kp):
-        tch = MarchenkoPastur(ks) if teacher is None else teacher
-        return ERMProblem(
-            al,
-            tch,
-            lam=jnp.ones_like(al),
-            Delta=delta,
-            kappa=kp,
-            d=d,
-            rank_constrained=constrained,
-        )
-
-    problems = eqx.filter_vmap(build)(a.ravel(), k.ravel(), dl.ravel(), kap.ravel())
+    a, k, dl, kap = (v.ravel() for v in (a, k, dl, kap))
+    lam = jnp.ones_like(a)  # a placeholder: _optimal_lam sets lam > 0 (no lam -> 0+ branch)
+    problems = _vmapped_problems(
+        teacher, k, a, lam, dl, kap, d=d, constrained=constrained, lam_zero=False
+    )
     solver = ERMSolver() if solver is None else solver
     out = eqx.filter_vmap(
         lambda p: _optimal_lam(p, solver, math.log(lo), math.log(hi), n_scan, rtol, atol, max_steps)

@@ -602,6 +602,27 @@ def solve_erm(problem: ERMProblem, solver: ERMSolver | None = None, init=None) -
 
 
 # --------------------------------------------------------------------------- grids and curves
+def _rank_constrained(kappa) -> bool:
+    """Whether a batch with student width ratios ``kappa`` (``None``: unconstrained) needs the
+    rank-constrained branch: some ``kappa < 1``, or ``kappa`` traced (decided before ``vmap``,
+    where every ``kappa`` is traced)."""
+    return kappa is not None and (not is_concrete(kappa) or bool(jnp.any(jnp.asarray(kappa) < 1)))
+
+
+def _vmapped_problems(teacher, kappa_star, alpha, lam, Delta, kappa, *, d, constrained, **kw):
+    """The batch (leading axis) of :class:`ERMProblem` over the flat arrays ``alpha, lam,
+    Delta, kappa`` and ``kappa_star`` (the MP teacher's width ratio; unused with a
+    ``teacher``), traceable (``eqx.filter_vmap``); ``kw``: further :class:`ERMProblem` flags."""
+
+    def build(ks, al, lm, dl, kp):
+        tch = MarchenkoPastur(ks) if teacher is None else teacher
+        return ERMProblem(
+            al, tch, lam=lm, Delta=dl, kappa=kp, d=d, rank_constrained=constrained, **kw
+        )
+
+    return eqx.filter_vmap(build)(kappa_star, alpha, lam, Delta, kappa)
+
+
 def erm_problem_grid(
     alpha,
     teacher: Teacher | None = None,
@@ -629,25 +650,13 @@ def erm_problem_grid(
         *(np.asarray(v, dtype=float) for v in (alpha, lam, Delta, kappa, ks))
     )
     shape = arrays[0].shape
-    flat = [jnp.asarray(a.ravel()) for a in arrays]
-    constrained = bool(np.any(arrays[3] < 1))
+    a, lm, dl, k, kst = (jnp.asarray(v.ravel()) for v in arrays)
+    constrained = _rank_constrained(kappa)
     lam_zero = bool(np.any(arrays[1] == 0))
-
-    def build(a, lm, dl, k, kst):
-        return ERMProblem(
-            a,
-            teacher,
-            kappa_star=kst if teacher is None else None,
-            lam=lm,
-            Delta=dl,
-            kappa=k,
-            d=d,
-            rank_constrained=constrained,
-            lam_zero=lam_zero,
-            n_nodes=n_nodes,
-        )
-
-    return jax.vmap(build)(*flat), shape
+    problems = _vmapped_problems(
+        teacher, kst, a, lm, dl, k, d=d, constrained=constrained, lam_zero=lam_zero, n_nodes=n_nodes
+    )
+    return problems, shape
 
 
 @eqx.filter_jit

@@ -384,34 +384,21 @@ def interpolation_threshold(
     ``xi_bar < 1e-3`` and the spectral quadrature is unreliable) is reported as
     ``nonlinear_max_steps_reached`` with NaN outputs.
     """
-    from qnr.teachers import MarchenkoPastur
-    from qnr.theory.erm import ERMProblem  # theory-internal; spectra via erm
+    from qnr.theory.erm import _rank_constrained, _vmapped_problems  # spectra via erm
 
     check_positive("Delta", Delta)
     check_teacher_or_kappa_star(teacher, kappa_star)
     k = jnp.ones(()) if teacher is not None else _float(check_positive("kappa_star", kappa_star))
-    constrained = kappa is not None and (
-        not is_concrete(kappa) or bool(jnp.any(jnp.asarray(kappa) < 1))
-    )
+    constrained = _rank_constrained(kappa)
     kap = jnp.inf if kappa is None else check_positive("kappa", kappa)
     dl = _float(Delta)
     k, dl, kap = jnp.broadcast_arrays(k, dl.astype(k.dtype), jnp.asarray(kap, k.dtype))
     shape = k.shape
-
-    def build(ks, delta, kp):
-        tch = MarchenkoPastur(ks) if teacher is None else teacher
-        return ERMProblem(
-            jnp.ones_like(delta),
-            tch,
-            lam=jnp.zeros_like(delta),
-            Delta=delta,
-            kappa=kp,
-            d=d,
-            rank_constrained=constrained,
-            n_nodes=n_nodes,
-        )
-
-    problems = eqx.filter_vmap(build)(k.ravel(), dl.ravel(), kap.ravel())
+    k, dl, kap = k.ravel(), dl.ravel(), kap.ravel()
+    ones, zeros = jnp.ones_like(dl), jnp.zeros_like(dl)  # alpha = 1, lam = 0
+    problems = _vmapped_problems(
+        teacher, k, ones, zeros, dl, kap, d=d, constrained=constrained, n_nodes=n_nodes
+    )
     # the residual is a small difference at small Delta: Newton on log xi stops at
     # 1e-2 sqrt(eps) (1.5e-10 in float64), well above its rounding noise
     tol = 1e-2 * math.sqrt(float(jnp.finfo(k.dtype).eps))
