@@ -68,6 +68,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # static analysers see the eager imports
     from qnr import model, sim, spectra, teachers, theory  # noqa: F401
+    from qnr._results import RESULTS  # noqa: F401
     from qnr.model import (  # noqa: F401
         e_test_from_error,
         error_from_mmse,
@@ -98,37 +99,6 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         strong_recovery,
     )
 
-__all__ = [
-    "__version__",
-    "model",
-    "sim",
-    "spectra",
-    "teachers",
-    "theory",
-    "convolved_law",
-    "ERMProblem",
-    "solve_erm",
-    "solve_erm_grid",
-    "solve_erm_curve",
-    "strong_recovery",
-    "alpha_bo",
-    "alpha_inter",
-    "optimal_lam",
-    "BayesOptimal",
-    "solve_bayes_optimal",
-    "simulate",
-    "simulate_grid",
-    "Teacher",
-    "MarchenkoPastur",
-    "PowerLaw",
-    "Spectrum",
-    "Dataset",
-    "make_dataset",
-    "make_dataset_from_matrix",
-    "matrix_error",
-    "e_test_from_error",
-    "mmse_from_error",
-    "error_from_mmse",
-    "lambda_tilde_from_lam",
-    "lam_from_lambda_tilde",
-]
+# every lazily imported name is public; the heavy top-layer submodules (sweep, experiments, plot)
+# are reachable as attributes but not star-imported
+__all__ = ["__version__", "model", "sim", "spectra", "teachers", "theory", *_LAZY]

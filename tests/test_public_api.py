@@ -16,3 +16,12 @@ def test_theory_reexports_exactly_the_submodules_all():
     public = {n for n, v in vars(qnr.theory).items() if not n.startswith("_")}
     public -= {"bayes", "design", "dynamics", "erm", "thresholds"}  # the submodules themselves
     assert public == expected
+
+
+def test_top_level_all_resolves():
+    """Every name of ``qnr.__all__`` (the lazily imported API, incl. ``qnr.RESULTS``) resolves."""
+    import qnr
+
+    assert "RESULTS" in qnr.__all__
+    for name in qnr.__all__:
+        assert getattr(qnr, name) is not None, name

@@ -19,8 +19,9 @@
   ``Delta > 0`` (THEORY.md section 3); optionally the Bayes-optimal test error (section 4).
 
 The theory batch runs through :class:`qnr.sweep.ShardedMap`; the simulations through
-:func:`qnr.sim.simulate_grid` (points in sequence, seeds vmapped: one compiled program per
-``d``; a vmapped batch of all points would run every lane as long as the slowest). Both use
+:func:`qnr.sim.simulate_grid`, one compiled program per ``(alpha, d)`` (a shared program would
+pad every point to the largest ``n``) with the seeds one after another on CPU (a vmapped batch
+runs every lane as long as the slowest; vmapped on accelerators). Both use
 the engine of ``qnr simulate`` and ``qnr sweep``. :func:`write_curve` saves the figure (PNG +
 PDF) and the data (CSV + JSON).
 """

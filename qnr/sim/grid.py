@@ -4,7 +4,9 @@ One compiled program covers a whole grid. Samples are allocated for the largest
 ``n = round(alpha d^2)`` and neurons for the largest ``m = round(kappa d)``; each grid point
 masks the rest (masked samples contribute nothing and the loss is normalised by the true
 ``n``; masked neurons are zero and stay zero; for the convex solver ``m`` is the rank bound).
-Seeds are ``vmap``-ed; points go through ``lax.map`` (``point_batch_size`` of them
+Seeds go through :func:`map_seeds` (``seed_batch_size`` of them vmapped at a time: by default
+one at a time on CPU, where a vmapped solver loop would run every seed as long as the slowest,
+and all at once on accelerators); points go through ``lax.map`` (``point_batch_size`` of them
 vmapped at a time, or all at once); swept values are JAX arrays, so a new grid with the same
 largest ``n``/``m`` reuses the compiled program. The code is the
 same on CPU and GPU.
@@ -318,6 +320,23 @@ class _StaticTeacher:
         return isinstance(other, _StaticTeacher) and self._key == other._key
 
 
+def default_seed_batch_size() -> int | None:
+    """``1`` on CPU, ``None`` (all seeds in one ``vmap``) on accelerators.
+
+    A vmapped ``while_loop`` runs every lane until the slowest one stops; on CPU the solver's
+    products are already large matrix products, so vmapping seeds buys no throughput and only
+    pays for the slowest seed (measured in benchmarks/bench_grid)."""
+    return 1 if jax.default_backend() == "cpu" else None
+
+
+def map_seeds(fn, keys, batch_size: int | None):
+    """``fn(key)`` for every key of ``keys`` (leading axis): ``lax.map`` with ``batch_size``
+    keys vmapped at a time (``None``: all keys in one ``vmap``)."""
+    if batch_size is None:
+        return jax.vmap(fn)(keys)
+    return jax.lax.map(fn, keys, batch_size=batch_size)
+
+
 def _grid_impl(
     seed_keys,
     points,
@@ -329,23 +348,24 @@ def _grid_impl(
     rank_rtol: float,
     point_batch_size: int | None = None,
     common_data: bool = False,
+    seed_batch_size: int | None = None,
 ):
     """``seed_keys``: one per seed; ``points``: dict of ``(P,)`` arrays. Returns the
     per-(point, seed) metrics of :func:`simulation_kernel` as ``(P, S, ...)`` arrays.
 
-    Seeds are always vmapped. Points go through ``lax.map`` with ``batch_size =
-    point_batch_size`` (``None``: all points in one ``vmap``); either way it is one program."""
+    Seeds go through :func:`map_seeds` with ``seed_batch_size``, points through ``lax.map``
+    with ``batch_size = point_batch_size`` (``None``: all in one ``vmap``); either way it is
+    one program."""
     dtype = points["alpha"].dtype
     if isinstance(teacher, _StaticTeacher):
         teacher = teacher.teacher
     kernel = simulation_kernel(
         teacher, d, solver, n_max, m_max, rank_rtol, common_data=common_data, dtype=dtype
     )
-    all_seeds = jax.vmap(kernel, in_axes=(0,) + (None,) * 6)
     names = ("alpha", "kappa", "lam", "Delta", "learning_rate", "init_scale")
 
     def one_point(p):
-        return all_seeds(seed_keys, *p)
+        return map_seeds(lambda k: kernel(k, *p), seed_keys, seed_batch_size)
 
     pts = tuple(points[k] for k in names)
     if point_batch_size is None:
@@ -387,6 +407,7 @@ def simulate_grid(
     mask_failures: bool = True,
     rank_rtol: float | None = None,
     point_batch_size: int | None = 1,
+    seed_batch_size: int | None | str = "auto",
     common_data: bool = False,
 ) -> SimulationResult:
     """Run the ERM simulation at every grid point and seed in ONE compiled call.
@@ -410,10 +431,11 @@ def simulate_grid(
 
     ``point_batch_size``: how many grid points are vmapped together inside the single
     compiled program (``lax.map`` with this ``batch_size``; ``None``: all points in one
-    ``vmap``). Seeds are always vmapped. A vmapped ``while_loop`` runs every lane until the
-    slowest one stops, so with heterogeneous points (rank-constrained points can need 10x more
-    iterations) the default ``1`` (points in sequence, seeds in parallel) is fastest on CPU;
-    full vmapping pays off on accelerators with homogeneous points.
+    ``vmap``); ``seed_batch_size``: the same for seeds (``"auto"``:
+    :func:`default_seed_batch_size`, one seed at a time on CPU, all seeds vmapped on
+    accelerators). A vmapped ``while_loop`` runs every lane until the slowest one stops, so
+    on CPU points and seeds in sequence are fastest (seeds of one point differ by up to 2x
+    in iterations, rank-constrained points by 10x); full vmapping pays off on accelerators.
 
     Returns a :class:`SimulationResult` with ``(P, S)`` metric arrays. Runs that did not
     converge are counted in a warning and (``mask_failures``) their metrics are NaN. Convex
@@ -461,6 +483,14 @@ def simulate_grid(
     check_positive("rank_rtol", rank_rtol)
     if point_batch_size is not None:
         point_batch_size = check_size("point_batch_size", point_batch_size)
+    if isinstance(seed_batch_size, str):
+        if seed_batch_size != "auto":
+            raise ValueError(
+                f'seed_batch_size must be a count, None or "auto", got {seed_batch_size!r}'
+            )
+        seed_batch_size = default_seed_batch_size()
+    elif seed_batch_size is not None:
+        seed_batch_size = check_size("seed_batch_size", seed_batch_size)
     pts = _as_points(
         alpha=alpha,
         kappa=1.0 if kappa is None else kappa,
@@ -492,6 +522,7 @@ def simulate_grid(
         rank_rtol,
         point_batch_size,
         bool(common_data),
+        seed_batch_size,
     )
     out = jax.device_get(out)
     converged = out["result"] == int(result_code(RESULTS.successful))

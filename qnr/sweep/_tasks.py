@@ -18,7 +18,6 @@ one teacher and data set per seed along the grid (common random numbers).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -90,6 +89,7 @@ def simulation_point_fn(static, options, floats):
     ``static``: ``d``, ``teacher``, ``kappa_star``, ``gamma``, ``solver``; ``floats`` gives
     the largest ``alpha`` (samples are allocated for it) and ``kappa`` (network width)."""
     from qnr.sim import RANK_RTOL, SIM_DEFAULTS, make_solver, simulation_kernel
+    from qnr.sim.grid import default_seed_batch_size, map_seeds
 
     d = int(static["d"])
     teacher = _teacher(static)
@@ -145,7 +145,7 @@ def simulation_point_fn(static, options, floats):
             out["degenerate"] = o["degenerate"].astype(jnp.int32)
             return out
 
-        return jax.vmap(one)(keys)
+        return map_seeds(one, keys, default_seed_batch_size())
 
     return fn
 
