@@ -75,7 +75,7 @@ def main() -> None:
         return [gamp_rie(ds, solver).error_trace for ds in singles]
 
     def gamp_batch():
-        return _gamp_batch(data.X, data.y, data.S_star, data.noise, solver, None).error_trace
+        return _gamp_batch(data.X, data.y, data.S_star, data.Delta, solver, None).error_trace
 
     t_gl = median_time(gamp_loop, repeats)
     t_gb = median_time(gamp_batch, repeats)

@@ -125,8 +125,8 @@ def test_masked_samples_equal_truncated_problem(key):
     data, _ = problem_for(key, MarchenkoPastur(0.5), d, 0.6, 0.03, 0.2)
     n = 50
     mask = (jnp.arange(data.n) < n).astype(data.X.dtype)
-    full = solve_convex(ERMProblem(data.X, data.y, 0.03, mask), S_star=data.S_star, noise=0.2)
-    trunc = solve_convex(ERMProblem(data.X[:n], data.y[:n], 0.03), S_star=data.S_star, noise=0.2)
+    full = solve_convex(ERMProblem(data.X, data.y, 0.03, mask), S_star=data.S_star, Delta=0.2)
+    trunc = solve_convex(ERMProblem(data.X[:n], data.y[:n], 0.03), S_star=data.S_star, Delta=0.2)
     np.testing.assert_allclose(full.Shat, trunc.Shat, atol=1e-9)
     np.testing.assert_allclose(full.e_train, trunc.e_train, rtol=1e-8)
 
@@ -171,7 +171,7 @@ def test_bad_inputs(key):
     with pytest.raises(ValueError, match="S_star"):
         solve_convex(prob, S_star=jnp.eye(d + 1))
     with pytest.raises(ValueError, match="Delta"):
-        solve_convex(prob, noise=-0.1)
+        solve_convex(prob, Delta=-0.1)
     with pytest.raises(ValueError, match="max_steps"):
         ProximalGradient(max_steps=0)
     with pytest.raises(ValueError, match="rtol"):
@@ -195,12 +195,12 @@ def test_factorized_reaches_the_fista_optimum(key, width, f32):
 
     d = 16
     data, prob = problem_for(key, MarchenkoPastur(0.5), d, 0.35, 0.03, 0.1)
-    ref = solve_convex(prob, ProximalGradient(rtol=1e-12), S_star=data.S_star, noise=0.1)
+    ref = solve_convex(prob, ProximalGradient(rtol=1e-12), S_star=data.S_star, Delta=0.1)
     sol = solve_convex(
         prob,
         Factorized(width=width, float32_products=f32, gap_tol=1e-8),
         S_star=data.S_star,
-        noise=0.1,
+        Delta=0.1,
     )
     assert bool(sol.converged)
     assert int(sol.stats["factorized_steps"]) > 0

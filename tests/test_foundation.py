@@ -43,7 +43,7 @@ def test_sensing_matches_dense_reference(key):
 @pytest.mark.parametrize("noise", [0.0, 0.5])
 def test_label_statistics(key, noise):
     d, n = 60, 20000
-    data = qnr.make_dataset(key, qnr.MarchenkoPastur(0.5), d=d, n=n, noise=noise)
+    data = qnr.make_dataset(key, qnr.MarchenkoPastur(0.5), d=d, n=n, Delta=noise)
     y = np.asarray(data.y)
     q_finite = float(jnp.sum(data.S_star**2) / d)
     # mean 0 within 5 standard errors
@@ -114,7 +114,7 @@ def test_population_metric_identity(key):
     """Monte-Carlo E[(y - yhat)^2]/4 equals (E + Delta/2)/2 within 2%."""
     d, n, noise = 30, 200000, 0.3
     k1, k2, k3 = jax.random.split(key, 3)
-    data = qnr.make_dataset(k1, qnr.MarchenkoPastur(1.0), d=d, n=n, noise=noise)
+    data = qnr.make_dataset(k1, qnr.MarchenkoPastur(1.0), d=d, n=n, Delta=noise)
     W = jax.random.normal(k2, (d, 10)) / jnp.sqrt(10.0)
     S = W @ W.T
     mc = float(jnp.mean((data.y - apply_sensing(data.X, S)) ** 2) / 4)
@@ -135,7 +135,7 @@ def test_conversions():
         (lambda k: qnr.make_dataset(k, qnr.MarchenkoPastur(0.5), d=0, n=10), "d"),
         (lambda k: qnr.make_dataset(k, qnr.MarchenkoPastur(0.5), d=-3, n=10), "d"),
         (lambda k: qnr.make_dataset(k, qnr.MarchenkoPastur(0.5), d=5, n=0), "n"),
-        (lambda k: qnr.make_dataset(k, qnr.MarchenkoPastur(0.5), d=5, n=10, noise=-1), "Delta"),
+        (lambda k: qnr.make_dataset(k, qnr.MarchenkoPastur(0.5), d=5, n=10, Delta=-1), "Delta"),
         (lambda k: qnr.MarchenkoPastur(0.0), "kappa_star"),
         (lambda k: qnr.MarchenkoPastur(-0.5), "kappa_star"),
         (lambda k: qnr.PowerLaw(-1.0), "gamma"),

@@ -61,9 +61,9 @@ def test_nuclear_route(key, kappa):
         k_data, k_init = jax.random.split(jax.random.fold_in(key, i))
         data = make_dataset(k_data, MarchenkoPastur(kappa_star), d, n_samples(alpha_max, d), noise)
         prob = _padded_problem(data, alpha, lam)
-        cvx = solve_convex(prob, S_star=data.S_star, noise=noise)
+        cvx = solve_convex(prob, S_star=data.S_star, Delta=noise)
         net = train_network(
-            prob, init_weights(k_init, d, m, 0.5), solver, S_star=data.S_star, noise=noise
+            prob, init_weights(k_init, d, m, 0.5), solver, S_star=data.S_star, Delta=noise
         )
         assert bool(cvx.converged) and bool(net.converged), (i, net.stats, cvx.stats)
         assert float(net.E) == pytest.approx(float(cvx.E), rel=1e-5)
@@ -189,7 +189,7 @@ def test_bad_inputs(key):
     with pytest.raises(ValueError, match="S_star"):
         train_network(prob, W0, S_star=jnp.eye(3))
     with pytest.raises(ValueError, match="Delta"):
-        train_network(prob, W0, noise=-1.0)
+        train_network(prob, W0, Delta=-1.0)
     with pytest.raises(ValueError, match="init_scale"):
         init_weights(key, d, d, -1.0)
     with pytest.raises(ValueError, match="m"):

@@ -96,7 +96,7 @@ def test_population_risk_matches_monte_carlo(key):
 def test_gd_step_is_gradient_of_empirical_loss(key):
     """One GD step equals W - eta * jax.grad of the explicitly written empirical loss."""
     d, m, n, lam, eta = 8, 3, 50, 0.1, 0.05
-    data = make_dataset(key, PowerLaw(1.0), d, n, noise=0.2)
+    data = make_dataset(key, PowerLaw(1.0), d, n, Delta=0.2)
     W0 = jax.random.normal(jax.random.key(5), (d, m)) / np.sqrt(m)
 
     def loss(W):
@@ -171,7 +171,7 @@ def test_validation():
     with pytest.raises(ValueError, match="W0"):
         OnlineProblem(jnp.eye(3), jnp.eye(4))
     with pytest.raises(ValueError, match="Delta"):
-        OnlineProblem(jnp.eye(3), jnp.eye(3), noise=-1.0)
+        OnlineProblem(jnp.eye(3), jnp.eye(3), Delta=-1.0)
     with pytest.raises(ValueError, match="batch_size"):
         online_sgd(OnlineProblem(jnp.eye(3), jnp.eye(3)), 0.1, jax.random.key(0), batch_size=0)
     assert log_steps(1000, 10)[0] == 0 and log_steps(1000, 10)[-1] == 1000

@@ -41,7 +41,7 @@ def test_degenerate_small_d_is_flagged_and_really_non_unique(seed):
     data, prob = _instance(seed, d, alpha)
     n = data.n
     sol = solve_convex(
-        prob, make_solver("convex", d, gap_tol=1e-6), S_star=data.S_star, noise=DELTA
+        prob, make_solver("convex", d, gap_tol=1e-6), S_star=data.S_star, Delta=DELTA
     )
     assert bool(sol.converged)
     assert float(sol.stats["duality_gap"]) <= 1e-6
@@ -56,7 +56,7 @@ def test_degenerate_small_d_is_flagged_and_really_non_unique(seed):
     assert float(sol.stats["residual_participation"]) < 2 / n
     # independent evidence: another start, same objective, different E
     other = solve_convex(
-        prob, ProximalGradient(), S0=5 * jnp.eye(d), S_star=data.S_star, noise=DELTA
+        prob, ProximalGradient(), S0=5 * jnp.eye(d), S_star=data.S_star, Delta=DELTA
     )
     assert bool(other.converged) and bool(other.degenerate)
     assert float(other.loss) == pytest.approx(float(sol.loss), rel=1e-6)
@@ -67,7 +67,7 @@ def test_unique_minimiser_at_d100_is_not_flagged():
     d, alpha = 100, 0.1
     data, prob = _instance(0, d, alpha)
     sol = solve_convex(
-        prob, make_solver("convex", d, gap_tol=1e-6), S_star=data.S_star, noise=DELTA
+        prob, make_solver("convex", d, gap_tol=1e-6), S_star=data.S_star, Delta=DELTA
     )
     assert bool(sol.converged)
     assert float(sol.stats["duality_gap"]) <= 1e-6

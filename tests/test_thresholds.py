@@ -307,3 +307,11 @@ def test_alpha_sr_from_erm_fixed_point_extrapolation():
     assert a_sr == pytest.approx(float(alpha_sr(0.5)), abs=2e-4)
     rank = np.polyval(np.polyfit(alphas, np.asarray(sol.rank), 2), a_sr)
     assert rank == pytest.approx(float(kappa_min(0.5)), abs=3e-3)
+
+
+def test_interpolation_threshold_under_jit_with_concrete_narrow_kappa():
+    """A concrete ``kappa < 1`` closed over by ``jax.jit`` picks the rank-constrained branch
+    (no tracer-to-bool conversion) and gives the eager value."""
+    f = jax.jit(lambda D: interpolation_threshold(D, kappa_star=0.5, kappa=0.5).alpha_inter)
+    eager = interpolation_threshold(0.1, kappa_star=0.5, kappa=0.5).alpha_inter
+    np.testing.assert_allclose(f(0.1), eager, rtol=1e-12)

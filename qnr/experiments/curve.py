@@ -199,6 +199,18 @@ def solve_theory_batch(static, floats, options=None) -> dict[str, np.ndarray]:
     return ShardedMap(fn, size)(floats, keys)
 
 
+def warn_theory_failures(result, what: str) -> None:
+    """A ``RuntimeWarning`` (at the caller's caller) counting the failed fixed points of a
+    :func:`solve_theory_batch` result (non-zero result codes; their values are NaN)."""
+    n_fail = int(np.count_nonzero(result))
+    if n_fail:
+        warnings.warn(
+            f"{what}: {n_fail} of {np.size(result)} fixed points failed (NaN)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def _thresholds(kappa_star: float, kappa: float, delta: float, teacher: str) -> dict:
     import jax.numpy as jnp
 
@@ -294,13 +306,7 @@ def learning_curve(
     timings["theory_s"] = time.perf_counter() - t0
     if progress is not None:
         progress("simulation")
-    n_fail = int(np.count_nonzero(th_out["result"]))
-    if n_fail:
-        warnings.warn(
-            f"theory: {n_fail} of {a_all.size} fixed points failed (NaN)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    warn_theory_failures(th_out["result"], "theory")
 
     # simulations: alphas x seeds (x several d in extrapolation mode)
     from qnr.teachers import teacher_from_name

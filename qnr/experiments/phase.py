@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +64,7 @@ def phase_diagram(
 ) -> PhaseDiagram:
     """ERM theory on the grid ``kappa_stars x alphas`` (defaults: 40 x 60 points in
     ``[0.05, 0.95] x [0.02, 0.8]``) at fixed ``lam``, ``Delta``, ``kappa``."""
-    from qnr.experiments.curve import solve_theory_batch
+    from qnr.experiments.curve import solve_theory_batch, warn_theory_failures
 
     alphas = np.linspace(0.02, 0.8, 60) if alphas is None else np.asarray(alphas, float)
     kappa_stars = (
@@ -88,13 +87,7 @@ def phase_diagram(
     t0 = time.perf_counter()
     out = solve_theory_batch({"teacher": "mp", "gamma": 1.0}, floats, theory_options)
     timings = {"theory_s": time.perf_counter() - t0}
-    n_failed = int(np.count_nonzero(out["result"]))
-    if n_failed:
-        warnings.warn(
-            f"phase diagram: {n_failed} of {K * A} fixed points failed (NaN)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    warn_theory_failures(out["result"], "phase diagram")
     t0 = time.perf_counter()
     curves = _threshold_curves(kappa_stars, kappa, delta)
     timings["thresholds_s"] = time.perf_counter() - t0
@@ -107,7 +100,7 @@ def phase_diagram(
         rank=np.asarray(out["rank"]).reshape(shape),
         thresholds=curves,
         params=dict(lam=lam, delta=delta, kappa=kappa, teacher="mp"),
-        n_failed=n_failed,
+        n_failed=int(np.count_nonzero(out["result"])),
         timings=timings,
     )
 

@@ -357,7 +357,7 @@ _duality_gap = duality_gap
 
 
 @eqx.filter_jit
-def _solve_convex(problem, solver, rank, S0, S_star, noise, rank_rtol):
+def _solve_convex(problem, solver, rank, S0, S_star, Delta, rank_rtol):
     d = problem.d
     stats = {}
     if isinstance(solver, Factorized):
@@ -413,7 +413,7 @@ def _solve_convex(problem, solver, rank, S0, S_star, noise, rank_rtol):
         result,
         stats,
         S_star=S_star,
-        noise=noise,
+        Delta=Delta,
         rank_rtol=rank_rtol,
         certify=rank >= d,
     )
@@ -426,14 +426,14 @@ def solve_convex(
     rank=None,
     S0: Float[Array, "d d"] | None = None,
     S_star: Float[Array, "d d"] | None = None,
-    noise=0.0,
+    Delta=0.0,
     rank_rtol: float = RANK_RTOL,
 ) -> ERMSolution:
     """Minimise ``F(S) = (1/(4n)) sum (y - Tr(Z S))^2 + (lam/d) Tr S`` over PSD ``S``.
 
     ``rank``: optional bound ``rank S <= rank`` (an integer, or a traced integer under
     ``vmap``; ``rank >= d`` is no constraint). ``S0``: PSD starting point (default 0).
-    ``S_star``/``noise``: the teacher and label-noise variance ``Delta``, for ``E`` and
+    ``S_star``/``Delta``: the teacher and label-noise variance ``Delta``, for ``E`` and
     ``e_test`` (NaN without ``S_star``). ``solver``: :class:`ProximalGradient` (default) or
     :class:`Factorized` (a non-zero ``S0`` then replaces its factorised start). Returns an
     :class:`qnr.sim.ERMSolution`; its ``result`` is ``successful`` when the fixed-point
@@ -444,7 +444,7 @@ def solve_convex(
 
     Example::
 
-        data = make_dataset(key, MarchenkoPastur(0.5), d=30, n=270, noise=0.0)
+        data = make_dataset(key, MarchenkoPastur(0.5), d=30, n=270, Delta=0.0)
         sol = solve_convex(ERMProblem.from_dataset(data, lam=0.05), S_star=data.S_star)
     """
     if not isinstance(problem, ERMProblem):
@@ -469,5 +469,5 @@ def solve_convex(
         check_shape("S_star", S_star, (d, d))
         S_star = jnp.asarray(S_star, dtype)
     check_positive("rank_rtol", rank_rtol)
-    check_nonnegative("Delta", noise)
-    return _solve_convex(problem, solver, rank, S0, S_star, jnp.asarray(noise, dtype), rank_rtol)
+    check_nonnegative("Delta", Delta)
+    return _solve_convex(problem, solver, rank, S0, S_star, jnp.asarray(Delta, dtype), rank_rtol)

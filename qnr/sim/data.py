@@ -26,12 +26,12 @@ __all__ = ["Dataset", "make_dataset", "make_dataset_from_matrix", "n_samples"]
 
 
 class Dataset(eqx.Module):
-    """A teacher-student dataset. ``noise`` is the label-noise variance ``Delta``."""
+    """A teacher-student dataset. ``Delta`` is the label-noise variance."""
 
     X: Float[Array, "n d"]
     y: Float[Array, " n"]
     S_star: Float[Array, "d d"]
-    noise: Float[Array, ""]
+    Delta: Float[Array, ""]
 
     @property
     def d(self) -> int:
@@ -49,12 +49,12 @@ def n_samples(alpha, d: int) -> int:
 
 
 def make_dataset_from_matrix(
-    key: PRNGKeyArray, S_star: Float[Array, "d d"], n: int, noise=0.0, dtype=None
+    key: PRNGKeyArray, S_star: Float[Array, "d d"], n: int, Delta=0.0, dtype=None
 ) -> Dataset:
     """``n`` samples labelled by a given PSD teacher matrix ``S_star``."""
     n = check_size("n", n)
     check_key("key", key)
-    check_nonnegative("Delta", noise)
+    check_nonnegative("Delta", Delta)
     S_star = jnp.asarray(S_star, dtype=dtype)
     if S_star.ndim != 2 or S_star.shape[0] != S_star.shape[1]:
         raise ValueError(f"S_star must be a square matrix, got shape {S_star.shape}")
@@ -65,24 +65,24 @@ def make_dataset_from_matrix(
     k_x, k_xi = jax.random.split(key)
     X = jax.random.normal(k_x, (n, d), dtype=dtype)
     xi = jax.random.normal(k_xi, (n,), dtype=dtype)
-    noise = jnp.asarray(noise, dtype=dtype)
-    y = apply_sensing(X, S_star) + jnp.sqrt(noise) * xi
-    return Dataset(X=X, y=y, S_star=S_star, noise=noise)
+    Delta = jnp.asarray(Delta, dtype=dtype)
+    y = apply_sensing(X, S_star) + jnp.sqrt(Delta) * xi
+    return Dataset(X=X, y=y, S_star=S_star, Delta=Delta)
 
 
 def make_dataset(
-    key: PRNGKeyArray, teacher: Teacher, d: int, n: int, noise=0.0, dtype=None
+    key: PRNGKeyArray, teacher: Teacher, d: int, n: int, Delta=0.0, dtype=None
 ) -> Dataset:
     """Sample ``S*`` from ``teacher`` at dimension ``d`` and ``n`` noisy labels.
 
-    Example: ``make_dataset(jax.random.key(0), MarchenkoPastur(0.5), d=100, n=20000, noise=0.1)``.
+    Example: ``make_dataset(jax.random.key(0), MarchenkoPastur(0.5), d=100, n=20000, Delta=0.1)``.
     """
     d = check_size("d", d)
     n = check_size("n", n)
     check_key("key", key)
-    check_nonnegative("Delta", noise)
+    check_nonnegative("Delta", Delta)
     if not isinstance(teacher, Teacher):
         raise ValueError(f"teacher must be a qnr Teacher, got {type(teacher).__name__}")
     k_teacher, k_data = jax.random.split(key)
     S_star = teacher.sample(k_teacher, d, dtype)
-    return make_dataset_from_matrix(k_data, S_star, n, noise, dtype=S_star.dtype)
+    return make_dataset_from_matrix(k_data, S_star, n, Delta, dtype=S_star.dtype)

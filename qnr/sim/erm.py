@@ -235,7 +235,7 @@ def make_solution(
     stats,
     *,
     S_star=None,
-    noise=0.0,
+    Delta=0.0,
     rank_rtol: float = RANK_RTOL,
     W=None,
     trajectory=None,
@@ -249,7 +249,7 @@ def make_solution(
         E = jnp.asarray(jnp.nan, Shat.dtype)
     else:
         E = matrix_error(Shat, S_star)
-    e_test = e_test_from_error(E, jnp.asarray(noise, Shat.dtype))
+    e_test = e_test_from_error(E, jnp.asarray(Delta, Shat.dtype))
     rank = numerical_rank(eig, rank_rtol)
     degenerate = jnp.asarray(False)
     if certify is not False:

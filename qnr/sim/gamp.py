@@ -131,13 +131,13 @@ class _State(eqx.Module):
     delta_trace: Float[Array, " T"]
 
 
-def _gamp_impl(X, y, S_star, noise, solver: GAMPRIE, hilbert: HilbertFn | None) -> GAMPSolution:
+def _gamp_impl(X, y, S_star, Delta, solver: GAMPRIE, hilbert: HilbertFn | None) -> GAMPSolution:
     n, d = X.shape
     dtype = X.dtype
     N = d * (d + 1) / 2
     beta = jnp.asarray(solver.damping, dtype)
     rtol = jnp.asarray(solver.rtol, dtype)
-    noise = jnp.asarray(noise, dtype)
+    Delta = jnp.asarray(Delta, dtype)
     T = solver.max_steps
     W = solver.window
     pad = jnp.zeros((2 * W,), dtype)
@@ -148,8 +148,8 @@ def _gamp_impl(X, y, S_star, noise, solver: GAMPRIE, hilbert: HilbertFn | None) 
     def body(s: _State) -> _State:
         V = z2 * s.vhat
         omega = apply_sensing(X, s.S) - V * s.g
-        g = (y - omega) / (noise + V)
-        Sigma = N / jnp.sum(z2 / (noise + V))
+        g = (y - omega) / (Delta + V)
+        Sigma = N / jnp.sum(z2 / (Delta + V))
         delta = Sigma * d / 2
         Y = s.S + Sigma * adjoint_sensing(X, g)
         est = rie(Y, delta, hilbert, eta_scale=solver.eta_scale)
@@ -185,7 +185,7 @@ def _gamp_impl(X, y, S_star, noise, solver: GAMPRIE, hilbert: HilbertFn | None) 
         return (s.step < T) & ~converged(s) & ~jnp.isnan(s.residual)
 
     nan_trace = jnp.full((T,), jnp.nan, dtype)
-    q0_hat = jnp.maximum((jnp.mean(y**2) - noise) / 2, jnp.mean(y**2) / 20)
+    q0_hat = jnp.maximum((jnp.mean(y**2) - Delta) / 2, jnp.mean(y**2) / 20)
     init = _State(
         step=jnp.asarray(0),
         S=jnp.zeros((d, d), dtype),
@@ -235,7 +235,7 @@ def gamp_rie(
         raise ValueError(f"data must be a qnr Dataset, got {type(data).__name__}")
     if not isinstance(solver, GAMPRIE):
         raise ValueError(f"solver must be a GAMPRIE, got {type(solver).__name__}")
-    return _gamp_jit(data.X, data.y, data.S_star, data.noise, solver, hilbert)
+    return _gamp_jit(data.X, data.y, data.S_star, data.Delta, solver, hilbert)
 
 
 _gamp_jit = eqx.filter_jit(_gamp_impl)
@@ -246,7 +246,7 @@ def simulate_gamp(
     teacher: Teacher,
     d: int,
     alpha,
-    noise=0.0,
+    Delta=0.0,
     *,
     num_seeds: int = 1,
     solver: GAMPRIE | None = None,
@@ -265,20 +265,20 @@ def simulate_gamp(
     d = check_size("d", d)
     num_seeds = check_size("num_seeds", num_seeds)
     n = n_samples(alpha, d)
-    check_nonnegative("Delta", noise)
+    check_nonnegative("Delta", Delta)
     if not isinstance(teacher, Teacher):
         raise ValueError(f"teacher must be a qnr Teacher, got {type(teacher).__name__}")
     keys = jax.random.split(key, num_seeds)
-    data = jax.vmap(lambda k: make_dataset(k, teacher, d, n, noise, dtype))(keys)
-    return _gamp_batch(data.X, data.y, data.S_star, data.noise, solver, hilbert)
+    data = jax.vmap(lambda k: make_dataset(k, teacher, d, n, Delta, dtype))(keys)
+    return _gamp_batch(data.X, data.y, data.S_star, data.Delta, solver, hilbert)
 
 
 @eqx.filter_jit
-def _gamp_batch(X, y, S_star, noise, solver: GAMPRIE, hilbert: HilbertFn | None) -> GAMPSolution:
+def _gamp_batch(X, y, S_star, Delta, solver: GAMPRIE, hilbert: HilbertFn | None) -> GAMPSolution:
     """``vmap`` of the GAMP-RIE iteration over a batch of datasets; failed runs masked."""
 
-    def one(X, y, S_star, noise):
-        sol = _gamp_impl(X, y, S_star, noise, solver, hilbert)
+    def one(X, y, S_star, Delta):
+        sol = _gamp_impl(X, y, S_star, Delta, solver, hilbert)
         ok = sol.result == optx.RESULTS.successful
         return eqx.tree_at(
             lambda s: (s.value, s.error),
@@ -286,4 +286,4 @@ def _gamp_batch(X, y, S_star, noise, solver: GAMPRIE, hilbert: HilbertFn | None)
             (jnp.where(ok, sol.value, jnp.nan), jnp.where(ok, sol.error, jnp.nan)),
         )
 
-    return jax.vmap(one)(X, y, S_star, noise)
+    return jax.vmap(one)(X, y, S_star, Delta)

@@ -233,7 +233,7 @@ def _train(problem: ERMProblem, W0, solver: NetworkSolver, neuron_mask, S_star):
 
 
 @eqx.filter_jit
-def _train_network(problem, W0, solver, neuron_mask, S_star, noise, rank_rtol):
+def _train_network(problem, W0, solver, neuron_mask, S_star, Delta, rank_rtol):
     out = _train(problem, W0, solver, neuron_mask, S_star)
     W, value = out["W"], out["value"]
     finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(W))
@@ -253,7 +253,7 @@ def _train_network(problem, W0, solver, neuron_mask, S_star, noise, rank_rtol):
         result,
         stats,
         S_star=S_star,
-        noise=noise,
+        Delta=Delta,
         rank_rtol=rank_rtol,
         W=W,
         trajectory=out["traj"] if solver.record_every else None,
@@ -267,13 +267,13 @@ def train_network(
     *,
     neuron_mask: Float[Array, " m"] | None = None,
     S_star: Float[Array, "d d"] | None = None,
-    noise=0.0,
+    Delta=0.0,
     rank_rtol: float = RANK_RTOL,
 ) -> ERMSolution:
     """Train the quadratic network from ``W0`` (shape ``(d, m)``; see :func:`init_weights`).
 
     ``neuron_mask``: optional 0/1 per column (masked neurons are zero and stay zero).
-    ``S_star``/``noise``: the teacher and ``Delta``, for ``E``/``e_test`` (NaN without them).
+    ``S_star``/``Delta``: the teacher and ``Delta``, for ``E``/``e_test`` (NaN without them).
     Returns an :class:`qnr.sim.ERMSolution` with ``Shat = W W^T``, ``loss = L(W)``,
     ``trace = ||W||_F^2``, the final ``W`` and, if ``solver.record_every``, the trajectory
     (``loss``, ``grad_norm``, ``E``, ``step`` arrays of length ``max_steps // record_every + 1``).
@@ -306,7 +306,7 @@ def train_network(
     if S_star is not None:
         check_shape("S_star", S_star, (d, d))
         S_star = jnp.asarray(S_star, dtype)
-    check_nonnegative("Delta", noise)
+    check_nonnegative("Delta", Delta)
     check_positive("rank_rtol", rank_rtol)
     return _train_network(
         problem,
@@ -314,6 +314,6 @@ def train_network(
         solver,
         jnp.asarray(neuron_mask, dtype),
         S_star,
-        jnp.asarray(noise, dtype),
+        jnp.asarray(Delta, dtype),
         rank_rtol,
     )

@@ -78,25 +78,25 @@ def population_risk(W: Float[Array, "d m"], S_star: Float[Array, "d d"]) -> Floa
 
 class OnlineProblem(eqx.Module):
     """Teacher ``S* = F F^T`` (stored through a factor ``F``, ``d x r``: labels cost
-    ``O(B d r)``), label-noise variance ``noise`` (``Delta``) and initial weights ``W0``."""
+    ``O(B d r)``), label-noise variance ``Delta`` and initial weights ``W0``."""
 
     factor: Float[Array, "d r"]
     W0: Float[Array, "d m"]
-    noise: Float[Array, ""]
+    Delta: Float[Array, ""]
 
-    def __init__(self, factor, W0, noise=0.0):
+    def __init__(self, factor, W0, Delta=0.0):
         factor = jnp.asarray(factor)
         W0 = jnp.asarray(W0, dtype=factor.dtype)
         if factor.ndim != 2:
             raise ValueError(f"factor must be a d x r matrix, got shape {factor.shape}")
         check_shape("W0", W0, (factor.shape[0], None))
-        check_nonnegative("Delta", noise)
+        check_nonnegative("Delta", Delta)
         self.factor = factor
         self.W0 = W0
-        self.noise = jnp.asarray(noise, dtype=factor.dtype)
+        self.Delta = jnp.asarray(Delta, dtype=factor.dtype)
 
     @classmethod
-    def from_matrix(cls, S_star, W0, noise=0.0, *, rtol: float | None = None) -> OnlineProblem:
+    def from_matrix(cls, S_star, W0, Delta=0.0, *, rtol: float | None = None) -> OnlineProblem:
         """Factor a PSD ``S*`` by ``eigh``, dropping eigenvalues below ``rtol * max``
         (default ``rtol = 10 d eps`` of the dtype of ``S*``)."""
         S_star = jnp.asarray(S_star)
@@ -108,7 +108,7 @@ class OnlineProblem(eqx.Module):
         lam, V = np.linalg.eigh(np.asarray(S_star, dtype=np.float64))
         keep = lam > rtol * max(lam.max(), 1e-300)
         F = V[:, keep] * np.sqrt(lam[keep])[None, :]
-        return cls(jnp.asarray(F, dtype=S_star.dtype), W0, noise)
+        return cls(jnp.asarray(F, dtype=S_star.dtype), W0, Delta)
 
     @property
     def S_star(self) -> Float[Array, "d d"]:
@@ -191,14 +191,14 @@ def _online_sgd(problem, eta, key, batch_size, steps):
     d, dtype = problem.d, W0.dtype
     S_star = F @ F.T
     opt = optax.sgd(eta)
-    sqrt_noise = jnp.sqrt(problem.noise)
+    sqrt_Delta = jnp.sqrt(problem.Delta)
     sqrt_d = jnp.sqrt(jnp.asarray(d, dtype))
 
     def step_fn(k, carry):
         W, opt_state = carry
         kx, kn = jax.random.split(jax.random.fold_in(key, k))
         X = jax.random.normal(kx, (batch_size, d), dtype=dtype)
-        y = network_output(X, F) + sqrt_noise * jax.random.normal(kn, (batch_size,), dtype)
+        y = network_output(X, F) + sqrt_Delta * jax.random.normal(kn, (batch_size,), dtype)
         h = X @ W  # computed once: the output and the gradient both use it
         r = y - (jnp.sum(h**2, axis=-1) - jnp.sum(W**2)) / sqrt_d
         grad = -(X.T @ (r[:, None] * h) - jnp.sum(r) * W) / (sqrt_d * batch_size)

@@ -606,7 +606,7 @@ def _rank_constrained(kappa) -> bool:
     """Whether a batch with student width ratios ``kappa`` (``None``: unconstrained) needs the
     rank-constrained branch: some ``kappa < 1``, or ``kappa`` traced (decided before ``vmap``,
     where every ``kappa`` is traced)."""
-    return kappa is not None and (not is_concrete(kappa) or bool(jnp.any(jnp.asarray(kappa) < 1)))
+    return kappa is not None and (not is_concrete(kappa) or bool(np.any(np.asarray(kappa) < 1)))
 
 
 def _vmapped_problems(teacher, kappa_star, alpha, lam, Delta, kappa, *, d, constrained, **kw):
