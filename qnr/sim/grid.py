@@ -325,7 +325,9 @@ def default_seed_batch_size() -> int | None:
 
     A vmapped ``while_loop`` runs every lane until the slowest one stops; on CPU the solver's
     products are already large matrix products, so vmapping seeds buys no throughput and only
-    pays for the slowest seed (measured in benchmarks/bench_grid)."""
+    pays for the slowest seed (measured: the default ``qnr curve``, whose seeds at d = 100
+    need 1950-2221 FISTA steps at alpha = 0.1, ran in 4 min 39 s vmapped and 2 min 38 s in
+    sequence -- together with a faster theory solve --, with the same numbers)."""
     return 1 if jax.default_backend() == "cpu" else None
 
 
