@@ -81,7 +81,10 @@ class DampedNewton(optx.AbstractRootFinder):
     ``y`` must be a 1-d array. ``rtol``/``atol``: step-size termination; ``f_tol``: residual
     termination (``max |F|``); ``stall_tol``: a residual accepted when backtracking finds no
     decrease; ``max_step``: Euclidean clip of the Newton step;
-    ``armijo``: sufficient-decrease constant ``c``; ``max_backtracks``: halvings per step.
+    ``armijo``: sufficient-decrease constant ``c``; ``max_backtracks``: halvings per step (12:
+    under ``vmap`` every lane pays for the deepest search of the batch; on the noiseless
+    64 x 64 MP grid the lanes that searched deeper never converged anyway, and 30 -> 12 cut
+    the first pass from 1.89 to 0.84 ms/pt with the same 94 lanes left to the rescue).
     """
 
     rtol: float = 1e-13
@@ -90,7 +93,7 @@ class DampedNewton(optx.AbstractRootFinder):
     stall_tol: float = 1e-8
     max_step: float = 1.5
     armijo: float = 1e-4
-    max_backtracks: int = 30
+    max_backtracks: int = 12
     norm: Callable = optx.max_norm
 
     def init(self, fn, y, args, options, f_struct, aux_struct, tags) -> _DampedNewtonState:
