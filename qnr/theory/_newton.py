@@ -134,11 +134,11 @@ class DampedNewton(optx.AbstractRootFinder):
         # step lengths 1, 1/2, 1/4, ... in turn; at the rounding floor (or on a lane already at
         # its root) a shorter step cannot help: only t = 1 is tried (a vmapped search would make
         # every lane pay for it). One loop holds the only trial evaluation (compile time).
-        floor = self.norm(f) <= self.stall_tol
+        at_root = self.norm(f) <= self.stall_tol
 
         def cond(carry):
             k, _, _, _, ok = carry
-            return (~ok) & ((k == 0) | ~floor) & (k <= self.max_backtracks)
+            return (~ok) & ((k == 0) | ~at_root) & (k <= self.max_backtracks)
 
         def body(carry):
             k, t, _, _, _ = carry
@@ -151,7 +151,6 @@ class DampedNewton(optx.AbstractRootFinder):
         k, t, y_new, (f_new, jac_new, aux_new), ok = jax.lax.while_loop(cond, body, start)
         # no acceptable step: the residual is at its rounding floor (success if it is below
         # stall_tol; the caller still checks its own residual tolerance) or the method failed
-        at_root = self.norm(f) <= self.stall_tol
         y_new = jnp.where(ok, y_new, y)
         f_new = jnp.where(ok, f_new, f)
         jac_new = jnp.where(ok, jac_new, jac)
